@@ -1,0 +1,227 @@
+package csd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// ProviderSearch is OpenInfoMan's stored query function for providers.
+const ProviderSearch = "urn:ihe:iti:csd:2014:stored-function:provider-search"
+
+// Client defaults.
+const (
+	DefaultPageSize     = 500
+	DefaultRetryMax     = 3
+	DefaultRetryWaitMin = time.Second
+	DefaultRetryWaitMax = 30 * time.Second
+)
+
+// ErrUnknownDocument is how OpenInfoMan answers a query on a document it does
+// not hold: 200 with an empty body.
+var ErrUnknownDocument = errors.New("unknown to OpenInfoMan (empty response)")
+
+// Client pulls providers from an OpenInfoMan document through the paged
+// provider-search stored function. It is safe for concurrent use once set up.
+type Client struct {
+	BaseURL            string // e.g. http://openinfoman:8984 (no trailing /CSD)
+	Document           string // e.g. "Providers"
+	Username, Password string // optional basic auth; never in errors or logs
+	PageSize           int    // providers per request; 0 means DefaultPageSize
+	// HTTPClient carries the requests; nil means a client with timeouts.
+	// Callers pass their own to instrument its transport (every attempt,
+	// retries included, goes through it).
+	HTTPClient *http.Client
+	// RetryMax is how often a page is retried after a transport error, 429
+	// or 5xx (a page read is safe to repeat); 0 means DefaultRetryMax and a
+	// negative value disables retries.
+	RetryMax int
+	// RetryWaitMin and RetryWaitMax bound the backoff between retries,
+	// Retry-After included; zero means the defaults.
+	RetryWaitMin, RetryWaitMax time.Duration
+	Limits                     Limits
+}
+
+// ProviderQuery selects the providers of a pull.
+type ProviderQuery struct {
+	// UpdatedSince, unless zero, keeps providers whose record@updated is at
+	// or after it (sent as record@updated in UTC with a Z).
+	UpdatedSince time.Time
+}
+
+// PullStats counts what a pull did.
+type PullStats struct {
+	Pages     int // pages requested
+	Requests  int // HTTP attempts, retries included
+	Providers int // providers handed to the callback
+	Repeats   int // providers skipped because their entityID was already delivered
+}
+
+// StatusError is an HTTP answer other than 200 from OpenInfoMan.
+type StatusError struct {
+	StatusCode int
+	Status     string // e.g. "422 Unprocessable Entity"
+	Body       string // the start of the body, for diagnosis
+}
+
+func (e *StatusError) Error() string {
+	msg := "OpenInfoMan answered " + e.Status
+	switch e.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		msg += " (check the OpenInfoMan username and password)"
+	case http.StatusUnprocessableEntity:
+		msg += ` ("Error executing xquery": the stored function failed, e.g. on a stored record@updated that is not a date)`
+	}
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// Providers calls fn for every provider matching q, page by page, each page
+// decoded straight from the response body. Pages are not a snapshot of the
+// document, so a provider whose exact entityID was already delivered in this
+// pull is skipped and counted in Repeats (ids differing only in case are both
+// delivered: telling them apart is the caller's business). An error from fn
+// stops the pull and is returned wrapped.
+func (c *Client) Providers(ctx context.Context, q ProviderQuery, fn func(*Provider) error) (PullStats, error) {
+	var stats PullStats
+	if c.BaseURL == "" || c.Document == "" {
+		return stats, errors.New("csd: Client needs a BaseURL and a Document")
+	}
+	pageSize := c.PageSize
+	if pageSize <= 0 {
+		pageSize = DefaultPageSize
+	}
+	endpoint := strings.TrimRight(c.BaseURL, "/") + "/CSD/csr/" + url.PathEscape(c.Document) + "/careServicesRequest/" + ProviderSearch
+	hc := c.retryClient(&stats.Requests)
+	// Holds one id per delivered provider, a few MB for a national registry.
+	delivered := map[string]struct{}{}
+	deliver := func(p *Provider) error {
+		if p.EntityID != "" {
+			if _, dup := delivered[p.EntityID]; dup {
+				stats.Repeats++
+				return nil
+			}
+			delivered[p.EntityID] = struct{}{}
+		}
+		stats.Providers++
+		return fn(p)
+	}
+	for page := 1; ; page++ {
+		start := (page-1)*pageSize + 1
+		stats.Pages++
+		before := stats.Requests
+		n, err := c.page(ctx, hc, endpoint, requestParams(q, start, pageSize), deliver)
+		if err != nil {
+			if attempts := stats.Requests - before; attempts > 1 {
+				err = fmt.Errorf("after %d attempts: %w", attempts, err)
+			}
+			return stats, fmt.Errorf("csd: page %d (start %d): %w", page, start, err)
+		}
+		if n < pageSize {
+			return stats, nil
+		}
+	}
+}
+
+// page requests and decodes one page, returning how many providers it held
+// (repeats included, for the stop rule).
+func (c *Client) page(ctx context.Context, hc *retryablehttp.Client, endpoint string, body []byte, deliver func(*Provider) error) (int, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, endpoint, body)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "text/xml")
+	if c.Username != "" {
+		req.SetBasicAuth(c.Username, c.Password)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		// Draining a little lets the connection be reused after an error.
+		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		resp.Body.Close()
+	}()
+	if resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return 0, &StatusError{StatusCode: resp.StatusCode, Status: resp.Status, Body: strings.Join(strings.Fields(string(snippet)), " ")}
+	}
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.Peek(1); err == io.EOF {
+		return 0, fmt.Errorf("document %q is %w", c.Document, ErrUnknownDocument)
+	}
+	stats, err := DecodeProviders(br, c.Limits, deliver)
+	return stats.Providers, err
+}
+
+// requestParams builds the provider-search parameters. The watermark is
+// truncated to seconds, which can only widen the >= filter.
+func requestParams(q ProviderQuery, start, pageSize int) []byte {
+	var b strings.Builder
+	b.WriteString(`<csd:requestParams xmlns:csd="urn:ihe:iti:csd:2013">`)
+	if !q.UpdatedSince.IsZero() {
+		fmt.Fprintf(&b, `<csd:record updated="%s"/>`, q.UpdatedSince.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(&b, `<csd:start>%d</csd:start><csd:max>%d</csd:max></csd:requestParams>`, start, pageSize)
+	return []byte(b.String())
+}
+
+func (c *Client) retryClient(requests *int) *retryablehttp.Client {
+	hc := c.HTTPClient
+	if hc == nil {
+		hc = defaultHTTPClient()
+	}
+	retryMax := c.RetryMax
+	switch {
+	case retryMax == 0:
+		retryMax = DefaultRetryMax
+	case retryMax < 0:
+		retryMax = 0
+	}
+	waitMin, waitMax := c.RetryWaitMin, c.RetryWaitMax
+	if waitMin <= 0 {
+		waitMin = DefaultRetryWaitMin
+	}
+	if waitMax <= 0 {
+		waitMax = DefaultRetryWaitMax
+	}
+	return &retryablehttp.Client{
+		HTTPClient:   hc,
+		Logger:       nil, // errors are returned; retries show in PullStats.Requests
+		RetryWaitMin: waitMin,
+		RetryWaitMax: waitMax,
+		RetryMax:     retryMax,
+		CheckRetry:   retryablehttp.DefaultRetryPolicy,
+		Backoff:      cappedBackoff,
+		// Hand back the last response so the error can name its status.
+		ErrorHandler:   retryablehttp.PassthroughErrorHandler,
+		RequestLogHook: func(retryablehttp.Logger, *http.Request, int) { *requests++ },
+	}
+}
+
+// cappedBackoff is DefaultBackoff without its uncapped Retry-After
+// (go-retryablehttp issue #247): a pull must not sleep for an hour inside one
+// page.
+func cappedBackoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+	return min(retryablehttp.DefaultBackoff(lo, hi, attempt, resp), hi)
+}
+
+// defaultHTTPClient allows OpenInfoMan time to run the XQuery before it
+// answers, but not forever.
+var defaultHTTPClient = sync.OnceValue(func() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 2 * time.Minute
+	return &http.Client{Transport: t, Timeout: 10 * time.Minute}
+})

@@ -1,0 +1,5 @@
+//go:build !race
+
+package csd_test
+
+const raceEnabled = false
