@@ -1,0 +1,616 @@
+// Package rapidprotest is an in-memory RapidPro workspace served over
+// httptest, answering API v2 the way a real server does: the same statuses,
+// error bodies, URN normalisation and uniqueness, update semantics (silent
+// URN drop, group replacement, field merge), cursor paging and rate limits.
+// Faults (status codes, delays, dropped connections, failures after the
+// write committed) can be injected per request.
+//
+// It needs no *testing.T, so demos and other packages' tests can use it.
+package rapidprotest
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nyaruka/gocommon/i18n"
+	"github.com/nyaruka/gocommon/urns"
+
+	"github.com/openhie/mhero-mediator/rapidpro"
+)
+
+// Options configures a Server. The zero value is usable.
+type Options struct {
+	Token      string           // the only accepted token; default "test-token"
+	Country    string           // workspace default country (ISO alpha-2), e.g. "LR"; "" accepts only international numbers
+	PageSize   int              // results per page; default 250
+	RateLimit  int              // requests per scope (v2.contacts, v2) per RateWindow; 0 = unlimited
+	RateWindow time.Duration    // default 1h
+	Now        func() time.Time // clock for timestamps and the rate window; default time.Now
+}
+
+// Request is one request the server received.
+type Request struct {
+	Method string
+	Path   string
+	Query  url.Values
+	Header http.Header
+	Body   string
+	Status int // as answered; 0 when the connection was dropped
+}
+
+// Fault makes the server misbehave on matching requests.
+type Fault struct {
+	Method, Path string // match (Path like "/api/v2/contacts.json"); empty = any
+	Skip         int    // let this many matching requests through first ("fail the Nth" = Skip N-1)
+	Times        int    // how many matching requests to fault; default 1
+	// Status answers with this status and the body the real server (or its
+	// proxy) would send: 429 JSON detail with Retry-After, 500 plain text,
+	// 502/504 HTML, 503 empty, others a JSON detail. 0 with Drop false
+	// means the request is only delayed.
+	Status      int
+	RetryAfter  time.Duration // Retry-After for 429/503 (whole seconds, at least 1); 0 = no header
+	Delay       time.Duration // wait before handling; with AfterCommit, after handling and before answering
+	Drop        bool          // close the connection without answering
+	AfterCommit bool          // handle the request (writes commit) and only then delay, fail or drop
+}
+
+// Server is an in-memory RapidPro workspace. Methods are safe for concurrent
+// use.
+type Server struct {
+	opts      Options
+	srv       *httptest.Server
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	mu            sync.Mutex
+	workspaceUUID string
+	seq           int64
+	contacts      []*contact // creation order
+	byUUID        map[string]*contact
+	byURN         map[string]*contact
+	groups        []*group
+	fields        []*field
+	requests      []Request
+	faults        []*faultState
+	hits          map[string][]time.Time // rate-limit scope → times of counted requests
+}
+
+type faultState struct {
+	Fault
+	seen, applied int
+}
+
+// Workspace object limits.
+const (
+	maxFields = 250
+	maxGroups = 250
+)
+
+// New starts a server on a loopback port. Close it when done.
+func New(opts Options) *Server {
+	if opts.Token == "" {
+		opts.Token = "test-token"
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 250
+	}
+	if opts.RateWindow <= 0 {
+		opts.RateWindow = time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:          opts,
+		closed:        make(chan struct{}),
+		workspaceUUID: newUUID(),
+		byUUID:        map[string]*contact{},
+		byURN:         map[string]*contact{},
+		hits:          map[string][]time.Time{},
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// URL is the server's base URL, to use as rapidpro.Config.BaseURL.
+func (s *Server) URL() string { return s.srv.URL }
+
+// Token is the token the server accepts.
+func (s *Server) Token() string { return s.opts.Token }
+
+// Close stops the server, cutting short any injected delay.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closed) })
+	s.srv.Close()
+}
+
+// Requests returns every request received so far, in order.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.requests))
+	copy(out, s.requests)
+	return out
+}
+
+// Inject adds a fault. Faults are checked in the order injected; every
+// matching fault counts a request toward its Skip, and the first one due
+// applies.
+func (s *Server) Inject(f Fault) {
+	if f.Times <= 0 {
+		f.Times = 1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &faultState{Fault: f})
+}
+
+const maxRequestBody = 1 << 20
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+
+	s.mu.Lock()
+	idx := len(s.requests)
+	s.requests = append(s.requests, Request{
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone(), Body: string(body),
+	})
+	f := s.dueFault(r.Method, r.URL.Path)
+	s.mu.Unlock()
+
+	// A delay holds the answer back: before handling, or with AfterCommit
+	// after the write (the "committed, but the client timed out" case).
+	if f.Delay > 0 && !f.AfterCommit && !s.sleep(r, f.Delay) {
+		return // client gone or server closing: nobody reads an answer
+	}
+	failing := f.Status != 0 || f.Drop
+	if failing && !f.AfterCommit {
+		s.setStatus(idx, answerFault(w, f))
+		return
+	}
+
+	rec := httptest.NewRecorder()
+	s.handle(rec, r, body)
+	if f.Delay > 0 && f.AfterCommit && !s.sleep(r, f.Delay) {
+		return
+	}
+	if failing {
+		s.setStatus(idx, answerFault(w, f))
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(rec.Body.Bytes())
+	s.setStatus(idx, rec.Code)
+}
+
+// dueFault counts the request against every matching fault and returns the
+// first that applies (the zero Fault if none). Callers hold s.mu.
+func (s *Server) dueFault(method, path string) Fault {
+	var due *faultState
+	for _, f := range s.faults {
+		if (f.Method != "" && f.Method != method) || (f.Path != "" && f.Path != path) {
+			continue
+		}
+		f.seen++
+		if due == nil && f.seen > f.Skip && f.applied < f.Times {
+			f.applied++
+			due = f
+		}
+	}
+	if due == nil {
+		return Fault{}
+	}
+	return due.Fault
+}
+
+func (s *Server) setStatus(idx, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests[idx].Status = status
+}
+
+func (s *Server) sleep(r *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+	case <-s.closed:
+	}
+	return false
+}
+
+// answerFault answers as the faulty server or proxy would and returns the
+// status sent (0 for a dropped connection).
+func answerFault(w http.ResponseWriter, f Fault) int {
+	if f.Drop {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return 0
+			}
+		}
+		panic(http.ErrAbortHandler) // no hijacking (HTTP/2): abort the stream instead
+	}
+	switch f.Status {
+	case http.StatusTooManyRequests:
+		throttled(w, retryAfterSeconds(f.RetryAfter))
+	case http.StatusInternalServerError:
+		serverError(w)
+	case http.StatusBadGateway, http.StatusGatewayTimeout:
+		text := fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status))
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(f.Status)
+		fmt.Fprintf(w, "<html>\r\n<head><title>%s</title></head>\r\n<body>\r\n<center><h1>%s</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n", text, text)
+	case http.StatusServiceUnavailable:
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", fmt.Sprint(retryAfterSeconds(f.RetryAfter)))
+		}
+		w.WriteHeader(f.Status)
+	default:
+		writeDetail(w, f.Status, http.StatusText(f.Status))
+	}
+	return f.Status
+}
+
+// retryAfterSeconds rounds up to whole seconds, at least 1, as DRF does;
+// 0 stays 0 (no header).
+func retryAfterSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// handle answers one request that is not faulted.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
+	defer func() {
+		// An unhandled error in RapidPro is a plain-text 500.
+		if p := recover(); p != nil {
+			serverError(w)
+		}
+	}()
+	w.Header().Set("X-Temba-Workspace", s.workspaceUUID)
+
+	name, ok := strings.CutPrefix(r.URL.Path, "/api/v2/")
+	if !ok || name == "" {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, "<html><body><h1>Not Found</h1></body></html>")
+		return
+	}
+	if !strings.HasSuffix(name, ".json") {
+		docsPage(w, r)
+		return
+	}
+	if detail := s.authenticate(r); detail != "" {
+		writeDetail(w, http.StatusForbidden, detail)
+		return
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	scope := "v2"
+	if name == "contacts.json" {
+		scope = "v2.contacts"
+	}
+	if wait, limited := s.throttle(scope); limited {
+		throttled(w, wait)
+		return
+	}
+
+	handlers := map[string]map[string]func(http.ResponseWriter, *http.Request, []byte){
+		"contacts.json": {
+			http.MethodGet:    s.listContacts,
+			http.MethodPost:   s.writeContact,
+			http.MethodDelete: s.deleteContact,
+		},
+		"fields.json":          {http.MethodGet: s.listFields, http.MethodPost: s.writeField},
+		"groups.json":          {http.MethodGet: s.listGroups, http.MethodPost: s.writeGroup},
+		"contact_actions.json": {http.MethodPost: s.contactAction},
+		"workspace.json":       {http.MethodGet: s.workspace},
+		"org.json":             {http.MethodGet: s.workspace}, // deprecated alias
+	}
+	methods, ok := handlers[name]
+	if !ok {
+		writeDetail(w, http.StatusNotFound, "Not found.")
+		return
+	}
+	h, ok := methods[r.Method]
+	if !ok {
+		writeDetail(w, http.StatusMethodNotAllowed, fmt.Sprintf("Method \"%s\" not allowed.", r.Method))
+		return
+	}
+	h(w, r, body)
+}
+
+// docsPage is what RapidPro serves for an endpoint path without ".json": the
+// browsable docs, which accept only GET.
+func docsPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		fmt.Fprint(w, "<html><body><h1>Method Not Allowed</h1></body></html>")
+		return
+	}
+	fmt.Fprintf(w, "<html><head><title>API</title></head><body><h1>%s</h1></body></html>", r.URL.Path)
+}
+
+// authenticate returns "" for a good token, else the 403 detail. Both
+// "Token <key>" (keyword in any case) and Basic user:key are accepted.
+func (s *Server) authenticate(r *http.Request) string {
+	header := r.Header.Get("Authorization")
+	if header == "" {
+		return "Authentication credentials were not provided."
+	}
+	keyword, cred, _ := strings.Cut(strings.TrimSpace(header), " ")
+	cred = strings.TrimSpace(cred)
+	switch strings.ToLower(keyword) {
+	case "token":
+		if cred == s.opts.Token {
+			return ""
+		}
+	case "basic":
+		if _, pass, ok := r.BasicAuth(); ok && pass == s.opts.Token {
+			return ""
+		}
+	}
+	return "Invalid token"
+}
+
+// throttle counts a request against scope's sliding window, or reports how
+// many seconds until the oldest counted request leaves it. Callers hold s.mu.
+func (s *Server) throttle(scope string) (int, bool) {
+	if s.opts.RateLimit <= 0 {
+		return 0, false
+	}
+	now := s.opts.Now()
+	hits := s.hits[scope]
+	for len(hits) > 0 && !hits[0].Add(s.opts.RateWindow).After(now) {
+		hits = hits[1:]
+	}
+	if len(hits) >= s.opts.RateLimit {
+		s.hits[scope] = hits
+		return retryAfterSeconds(hits[0].Add(s.opts.RateWindow).Sub(now)), true
+	}
+	s.hits[scope] = append(hits, now)
+	return 0, false
+}
+
+func throttled(w http.ResponseWriter, seconds int) {
+	msg := "Request was throttled."
+	if seconds > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(seconds))
+		msg = fmt.Sprintf("Request was throttled. Expected available in %d seconds.", seconds)
+	}
+	writeDetail(w, http.StatusTooManyRequests, msg)
+}
+
+func serverError(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprint(w, "Server Error. Site administrators have been notified.")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // our own values always encode
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
+func writeDetail(w http.ResponseWriter, status int, detail string) {
+	writeJSON(w, status, map[string]string{"detail": detail})
+}
+
+// fieldErrors is a DRF validation error body: field → []string, or field →
+// index/key → []string.
+type fieldErrors map[string]any
+
+func (e fieldErrors) add(field, msg string) {
+	if _, ok := e[field]; !ok {
+		e[field] = []string{msg}
+	}
+}
+
+func (e fieldErrors) addAt(field, at, msg string) {
+	m, ok := e[field].(map[string][]string)
+	if !ok {
+		if _, taken := e[field]; taken {
+			return
+		}
+		m = map[string][]string{}
+		e[field] = m
+	}
+	m[at] = append(m[at], msg)
+}
+
+// decodeObject reads a body that must be one JSON object, answering 400 as
+// DRF does when it is not.
+func decodeObject(w http.ResponseWriter, body []byte) (map[string]json.RawMessage, bool) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err == nil && obj != nil {
+		return obj, true
+	}
+	var anything any
+	if err := json.Unmarshal(body, &anything); err != nil {
+		writeDetail(w, http.StatusBadRequest, "JSON parse error - "+err.Error())
+		return nil, false
+	}
+	writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{
+		fmt.Sprintf("Invalid data. Expected a dictionary, but got %s.", jsonTypeName(anything)),
+	}})
+	return nil, false
+}
+
+func jsonTypeName(v any) string {
+	switch v.(type) {
+	case []any:
+		return "list"
+	case string:
+		return "str"
+	case float64:
+		return "int"
+	case bool:
+		return "bool"
+	}
+	return "NoneType"
+}
+
+// stringValue decodes a JSON string, reporting whether it was null.
+func stringValue(raw json.RawMessage) (value string, null, ok bool) {
+	if string(raw) == "null" {
+		return "", true, true
+	}
+	err := json.Unmarshal(raw, &value)
+	return value, false, err == nil
+}
+
+func (s *Server) now() time.Time {
+	return s.opts.Now().UTC().Truncate(time.Microsecond)
+}
+
+func (s *Server) nextSeq() int64 {
+	s.seq++
+	return s.seq
+}
+
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+var uuidPattern = regexp.MustCompile(`^(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// normalizeURN normalises a URN as the server does: tel numbers through
+// libphonenumber with the workspace country, other schemes by their own
+// rules. ok is false for an invalid URN.
+func (s *Server) normalizeURN(raw string) (string, bool) {
+	if len(raw) > 255 {
+		return "", false
+	}
+	u, err := urns.Parse(raw)
+	if err != nil {
+		return "", false
+	}
+	scheme, path, _, _ := u.ToParts()
+	if scheme == urns.Phone.Prefix {
+		tel, err := urns.ParsePhone(path, i18n.Country(s.opts.Country), false, false)
+		if err != nil || !strings.HasPrefix(string(tel), "tel:+") {
+			return "", false
+		}
+		return string(tel), true
+	}
+	n := u.Normalize()
+	if n.Validate() != nil {
+		return "", false
+	}
+	return string(n.Identity()), true
+}
+
+// cursorKey orders paged items: by time (contacts' modified_on), then by
+// creation sequence.
+type cursorKey struct {
+	t   int64
+	seq int64
+}
+
+func (k cursorKey) less(o cursorKey) bool {
+	return k.t < o.t || (k.t == o.t && k.seq < o.seq)
+}
+
+func (k cursorKey) encode() string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d:%d", k.t, k.seq))
+}
+
+func decodeCursor(s string) (cursorKey, bool) {
+	data, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return cursorKey{}, false
+	}
+	var k cursorKey
+	if _, err := fmt.Sscanf(string(data), "%d:%d", &k.t, &k.seq); err != nil {
+		return cursorKey{}, false
+	}
+	return k, true
+}
+
+// writePage answers a listing with cursor paging. items must already be in
+// listing order (ascending keys, or descending when desc).
+func writePage[T any](w http.ResponseWriter, r *http.Request, pageSize int, items []T, key func(T) cursorKey, desc bool) {
+	start := 0
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		after, ok := decodeCursor(c)
+		if !ok {
+			writeDetail(w, http.StatusNotFound, "Invalid cursor")
+			return
+		}
+		for start < len(items) {
+			k := key(items[start])
+			if (desc && k.less(after)) || (!desc && after.less(k)) {
+				break
+			}
+			start++
+		}
+	}
+	end := min(start+pageSize, len(items))
+	var next *string
+	if end < len(items) {
+		q := r.URL.Query()
+		q.Set("cursor", key(items[end-1]).encode())
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		u := (&url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}).String()
+		next = &u
+	}
+	results := items[start:end]
+	if results == nil {
+		results = []T{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Next     *string `json:"next"`
+		Previous *string `json:"previous"`
+		Results  []T     `json:"results"`
+	}{next, nil, results})
+}
+
+// exportContact converts to the client's type (used by snapshots).
+func (s *Server) exportContact(c *contact) rapidpro.Contact {
+	return rapidpro.Contact{
+		UUID:       c.uuid,
+		Name:       c.name,
+		Language:   c.language,
+		URNs:       append([]string{}, c.urns...),
+		Groups:     c.groupRefs(),
+		Fields:     s.fieldValues(c),
+		Status:     c.status,
+		CreatedOn:  c.created,
+		ModifiedOn: c.modified,
+	}
+}
