@@ -1,0 +1,159 @@
+// Package mediator decides what to sync from the health worker registry to
+// RapidPro and runs it: mapping providers to contacts, matching them against
+// what RapidPro holds, writing only the differences, and reporting the run.
+package mediator
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nyaruka/gocommon/i18n"
+	"github.com/nyaruka/gocommon/stringsx"
+	"github.com/nyaruka/gocommon/urns"
+
+	"github.com/openhie/mhero-mediator/csd"
+)
+
+// FieldGlobalID is the contact field holding the provider's matching key. The
+// name is kept from the first mHero mediator so existing workspaces continue
+// to match.
+const FieldGlobalID = "globalid"
+
+// maxNameLength is RapidPro API v2's limit on a contact name, in characters.
+const maxNameLength = 64
+
+// Reasons a provider does not become a contact, used in reports and metric
+// labels.
+const (
+	SkipNoID         = "no_id"
+	SkipNoPhone      = "no_phone"
+	SkipInvalidPhone = "invalid_phone"
+)
+
+// Contact is the RapidPro contact a provider maps to: the keys of a RapidPro
+// POST body that this service owns.
+type Contact struct {
+	Name   string            `json:"name,omitempty"`
+	URNs   []string          `json:"urns"`
+	Fields map[string]string `json:"fields"`
+}
+
+// Mapping is the outcome of mapping one provider.
+type Mapping struct {
+	EntityID string
+	Key      string // the globalid: entity id trimmed and lower-cased
+	Status   csd.Status
+	Contact  Contact // set unless Skipped
+	Skipped  string  // one of the Skip reasons, empty when the provider maps to a contact
+	Problems []string
+}
+
+// Mapper turns providers into contacts. Country is the ISO 3166-1 alpha-2
+// country whose numbering plan applies to numbers written without a country
+// code; with none, only numbers in international form are accepted.
+type Mapper struct {
+	Country i18n.Country
+}
+
+// Map maps one provider. It never fails: what cannot be used is skipped or
+// reported in Problems, next to the problems the reader found.
+func (m Mapper) Map(p *csd.Provider) Mapping {
+	mp := Mapping{
+		EntityID: p.EntityID,
+		Key:      p.Key(),
+		Status:   p.Record.State(),
+		Problems: append([]string(nil), p.Problems...),
+	}
+	if mp.Key == "" {
+		mp.Skipped = SkipNoID
+		return mp
+	}
+
+	raw := p.ContactValues(csd.ContactPhone)
+	phones, problems := m.phoneURNs(raw)
+	mp.Problems = append(mp.Problems, problems...)
+	switch {
+	case len(raw) == 0:
+		mp.Skipped = SkipNoPhone
+		return mp
+	case len(phones) == 0:
+		mp.Skipped = SkipInvalidPhone
+		return mp
+	}
+
+	mp.Contact = Contact{
+		Name:   displayName(p),
+		URNs:   phones,
+		Fields: map[string]string{FieldGlobalID: mp.Key},
+	}
+	if mp.Contact.Name == "" {
+		mp.Problems = append(mp.Problems, "provider has no name")
+	}
+	return mp
+}
+
+// displayName is the first non-empty commonName, else forenames and surname,
+// cut to RapidPro's limit.
+func displayName(p *csd.Provider) string {
+	for _, n := range p.Names {
+		for _, cn := range n.CommonNames {
+			if cn = strings.Join(strings.Fields(cn), " "); cn != "" {
+				return stringsx.Truncate(cn, maxNameLength)
+			}
+		}
+	}
+	for _, n := range p.Names {
+		parts := append(append([]string(nil), n.Forenames...), n.Surname)
+		if name := strings.Join(strings.Fields(strings.Join(parts, " ")), " "); name != "" {
+			return stringsx.Truncate(name, maxNameLength)
+		}
+	}
+	return ""
+}
+
+// phoneSeparators split a contact point holding several numbers, as registry
+// clerks write them ("777123456/886123456").
+var phoneSeparators = func(r rune) bool { return r == '/' || r == ',' || r == ';' }
+
+// phoneURNs normalises business phone values to E.164 tel URNs, in order and
+// without duplicates, and explains each number it could not use.
+func (m Mapper) phoneURNs(values []string) ([]string, []string) {
+	var out, problems []string
+	seen := map[string]bool{}
+	for _, value := range values {
+		for _, number := range strings.FieldsFunc(value, phoneSeparators) {
+			number = strings.TrimSpace(number)
+			if number == "" {
+				continue
+			}
+			urn, err := m.phoneURN(number)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("phone %q: %v", number, err))
+				continue
+			}
+			if !seen[urn] {
+				seen[urn] = true
+				out = append(out, urn)
+			}
+		}
+	}
+	return out, problems
+}
+
+func (m Mapper) phoneURN(number string) (string, error) {
+	// 00 is the international prefix in most of the countries mHero serves;
+	// libphonenumber would otherwise read it as a national number.
+	if rest, ok := strings.CutPrefix(number, "00"); ok {
+		number = "+" + rest
+	}
+	urn, err := urns.ParsePhone(number, m.Country, false, false)
+	if err != nil {
+		return "", err
+	}
+	// ParsePhone's contract is E.164, but RapidPro would accept a short code
+	// here; a health worker's phone never is one.
+	if !strings.HasPrefix(string(urn), "tel:+") {
+		return "", fmt.Errorf("not an international number (%s)", urn)
+	}
+	return string(urn), nil
+}

@@ -1,0 +1,207 @@
+package mediator
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/openhie/mhero-mediator/openhim"
+)
+
+// maxRejects bounds the rejects a report lists; the counts cover all of them.
+const maxRejects = 20
+
+// Report is what one run did, counted by outcome.
+type Report struct {
+	Started, Finished time.Time
+	Status            string    // an OpenHIM transaction status
+	Since             time.Time // the lower bound asked of the registry; zero for a full pull
+	Watermark         time.Time // recorded for the next run; zero when the run must be repeated
+
+	Providers    int
+	Created      int
+	Updated      int
+	Unchanged    int
+	Inactive     int
+	GroupAdded   int
+	GroupRemoved int
+	Blocked      int
+	Skipped      map[string]int // by reason: no phone, invalid phone, no id
+	Failed       map[string]int // by reason: rejected by RapidPro, conflicts, duplicates
+	Deferred     int            // left for the next run: throttled or cut short
+	URNConflicts int            // phones kept off a contact because another contact has them
+	// Transient counts failures that may pass on a retry; any holds the
+	// watermark back so the next run repeats the same changes.
+	Transient int
+
+	Rejects []Reject
+	Phases  []*Phase
+	Err     error // why the run failed, when it did
+}
+
+// Reject is one provider the run could not sync.
+type Reject struct {
+	EntityID, Reason, Detail string
+}
+
+// Phase is one stage of a run against one upstream, reported to OpenHIM as an
+// orchestration.
+type Phase struct {
+	Name              string
+	Method            string
+	BaseURL, Path     string
+	Started, Finished time.Time
+	Requests          int
+	Summary           string
+	Err               error
+}
+
+func newReport(started time.Time) *Report {
+	return &Report{Started: started, Skipped: map[string]int{}, Failed: map[string]int{}}
+}
+
+func (r *Report) startPhase(name, method, baseURL, path string, now func() time.Time) *Phase {
+	ph := &Phase{Name: name, Method: method, BaseURL: baseURL, Path: path, Started: now().UTC()}
+	r.Phases = append(r.Phases, ph)
+	return ph
+}
+
+func (ph *Phase) end(now func() time.Time, err error, summary string) {
+	ph.Finished, ph.Err, ph.Summary = now().UTC(), err, summary
+}
+
+func (r *Report) abort(phase string, err error) {
+	r.Err = fmt.Errorf("%s: %w", phase, err)
+	r.Status = openhim.StatusFailed
+}
+
+// settle sets the status of a run that got to the end.
+func (r *Report) settle() {
+	r.Status = openhim.StatusSuccessful
+	if r.Deferred > 0 || sum(r.Failed) > 0 {
+		r.Status = openhim.StatusCompletedWithErrors
+	}
+}
+
+func (r *Report) addReject(rj Reject) {
+	if len(r.Rejects) < maxRejects {
+		r.Rejects = append(r.Rejects, rj)
+	}
+}
+
+func (r *Report) writeSummary() string {
+	return fmt.Sprintf("%d created, %d updated, %d unchanged, %d added to group, %d removed from group, %d blocked, %d failed, %d deferred",
+		r.Created, r.Updated, r.Unchanged, r.GroupAdded, r.GroupRemoved, r.Blocked, sum(r.Failed), r.Deferred)
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// Counts is the report's numbers as flat string pairs, the form OpenHIM
+// properties and the response body take.
+func (r *Report) Counts() map[string]string {
+	c := map[string]string{
+		"providers":     strconv.Itoa(r.Providers),
+		"created":       strconv.Itoa(r.Created),
+		"updated":       strconv.Itoa(r.Updated),
+		"unchanged":     strconv.Itoa(r.Unchanged),
+		"inactive":      strconv.Itoa(r.Inactive),
+		"group_added":   strconv.Itoa(r.GroupAdded),
+		"group_removed": strconv.Itoa(r.GroupRemoved),
+		"blocked":       strconv.Itoa(r.Blocked),
+		"skipped":       strconv.Itoa(sum(r.Skipped)),
+		"failed":        strconv.Itoa(sum(r.Failed)),
+		"deferred":      strconv.Itoa(r.Deferred),
+		"urn_conflicts": strconv.Itoa(r.URNConflicts),
+	}
+	for k, v := range r.Skipped {
+		c["skipped."+k] = strconv.Itoa(v)
+	}
+	for k, v := range r.Failed {
+		c["failed."+k] = strconv.Itoa(v)
+	}
+	return c
+}
+
+// OpenHIM renders the report as the mediator response OpenHIM records: the
+// counts in the body and properties, and one orchestration per phase. No
+// header, token or password is ever copied into it.
+func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
+	props := r.Counts()
+	props["started"] = r.Started.Format(time.RFC3339)
+	if !r.Since.IsZero() {
+		props["since"] = r.Since.Format(time.RFC3339)
+	} else {
+		props["since"] = "full pull"
+	}
+	if !r.Watermark.IsZero() {
+		props["watermark"] = r.Watermark.Format(time.RFC3339)
+	} else {
+		props["watermark"] = "not advanced: the next run repeats these changes"
+	}
+	for i, rj := range r.Rejects {
+		props[fmt.Sprintf("reject.%02d", i+1)] = fmt.Sprintf("%s: %s: %s", rj.EntityID, rj.Reason, rj.Detail)
+	}
+	body := map[string]any{"status": r.Status, "counts": r.Counts()}
+	if r.Err != nil {
+		body["error"] = r.Err.Error()
+		props["error"] = r.Err.Error()
+	}
+	bodyJSON, _ := json.Marshal(body)
+
+	resp := openhim.Response{
+		MediatorURN: mediatorURN,
+		Status:      r.Status,
+		Response: openhim.HTTPResponse{
+			Status:    200,
+			Headers:   map[string]string{"content-type": "application/json"},
+			Body:      string(bodyJSON),
+			Timestamp: r.Finished,
+		},
+		Properties: props,
+	}
+	for _, ph := range r.Phases {
+		resp.Orchestrations = append(resp.Orchestrations, ph.orchestration())
+	}
+	return resp
+}
+
+func (ph *Phase) orchestration() openhim.Orchestration {
+	req := &openhim.Request{Method: ph.Method, Path: ph.Path, Timestamp: ph.Started}
+	if u, err := url.Parse(ph.BaseURL); err == nil {
+		req.Host, req.Port = u.Hostname(), u.Port()
+		if p := u.Path; p != "" && p != "/" {
+			req.Path = p + ph.Path
+		}
+	}
+	status, body := 200, fmt.Sprintf("%s; %d requests", ph.Summary, ph.Requests)
+	o := openhim.Orchestration{Name: ph.Name, Request: req}
+	if ph.Err != nil {
+		status, body = 500, ph.Err.Error()
+		o.Error = &openhim.ErrorInfo{Message: ph.Err.Error()}
+	}
+	o.Response = &openhim.HTTPResponse{Status: status, Body: body, Timestamp: ph.Finished}
+	return o
+}
+
+func (r *Report) logAttrs() []any {
+	attrs := []any{"status", r.Status, "duration", r.Finished.Sub(r.Started).String()}
+	counts := r.Counts()
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		attrs = append(attrs, slog.String(k, counts[k]))
+	}
+	if r.Err != nil {
+		attrs = append(attrs, "err", r.Err)
+	}
+	return attrs
+}

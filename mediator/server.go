@@ -1,0 +1,162 @@
+package mediator
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/openhie/mhero-mediator/openhim"
+)
+
+// ServerOptions wire the HTTP service.
+type ServerOptions struct {
+	Syncer      *Syncer
+	Metrics     *Metrics
+	MediatorURN string
+	// Username and Password, when set, are the Basic credentials OpenHIM's
+	// channel route sends; /sync refuses any other caller.
+	Username, Password string
+	// SyncTimeout bounds one run; the run outlives the trigger's request,
+	// since OpenHIM may hang up first.
+	SyncTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Server is the mediator's HTTP face.
+type Server struct {
+	Echo  *echo.Echo
+	opts  ServerOptions
+	ready atomic.Bool
+
+	// Runs take their context from here rather than from the request, so a
+	// shutdown can let them finish and then stop what is left.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	runs      sync.WaitGroup
+}
+
+// NewServer builds the routes. The service reports ready once SetReady is
+// called, after registering with OpenHIM.
+func NewServer(opts ServerOptions) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = time.Hour
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Use(middleware.Recover())
+	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogError: true, HandleError: true,
+		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelDebug
+			if v.URI != "/metrics" && v.URI != "/healthz" && v.URI != "/readyz" {
+				level = slog.LevelInfo
+			}
+			opts.Logger.Log(context.Background(), level, "request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "err", v.Error)
+			return nil
+		},
+	}))
+
+	s := &Server{Echo: e, opts: opts}
+	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
+
+	triggers := e.Group("")
+	if opts.Username != "" || opts.Password != "" {
+		triggers.Use(middleware.BasicAuth(func(user, pass string, _ echo.Context) (bool, error) {
+			okUser := subtle.ConstantTimeCompare([]byte(user), []byte(opts.Username)) == 1
+			okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(opts.Password)) == 1
+			return okUser && okPass, nil
+		}))
+	}
+	// A polling channel calls the route's path with GET; a route without a
+	// path is called on /trigger.
+	for _, path := range []string{"/sync", "/trigger"} {
+		triggers.GET(path, s.handleSync)
+		triggers.POST(path, s.handleSync)
+	}
+
+	reg := opts.Metrics.Registry
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", func(c echo.Context) error {
+		if !s.ready.Load() {
+			return c.String(http.StatusServiceUnavailable, "not registered with OpenHIM yet\n")
+		}
+		return c.String(http.StatusOK, "ready\n")
+	})
+	return s
+}
+
+// SetReady marks the service ready (or not) for /readyz.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+func (s *Server) handleSync(c echo.Context) error {
+	req := c.Request()
+	log := s.opts.Logger.With("transaction", req.Header.Get("X-OpenHIM-TransactionID"), "channel", req.Header.Get("channel-id"))
+
+	s.runs.Add(1)
+	defer s.runs.Done()
+	ctx, cancel := context.WithTimeout(s.runCtx, s.opts.SyncTimeout)
+	defer cancel()
+
+	log.Info("sync triggered", "last_run_at", req.Header.Get("X-OpenHIM-LastRunAt"))
+	report, err := s.opts.Syncer.Run(ctx)
+	var resp openhim.Response
+	switch {
+	case errors.Is(err, ErrRunInProgress):
+		log.Info("sync trigger ignored: a run is in progress")
+		resp = inProgressResponse(s.opts.MediatorURN)
+	case err != nil:
+		return err
+	default:
+		resp = report.OpenHIM(s.opts.MediatorURN)
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, openhim.ContentType, body)
+}
+
+func inProgressResponse(urn string) openhim.Response {
+	now := time.Now().UTC()
+	return openhim.Response{
+		MediatorURN: urn,
+		Status:      openhim.StatusCompleted,
+		Response: openhim.HTTPResponse{
+			Status:    http.StatusOK,
+			Headers:   map[string]string{"content-type": "application/json"},
+			Body:      `{"status":"in progress","message":"` + ErrRunInProgress.Error() + `; this trigger started nothing"}`,
+			Timestamp: now,
+		},
+		Properties: map[string]string{"skipped": "a sync run is already in progress"},
+	}
+}
+
+// Shutdown stops taking requests, lets a running sync finish until ctx ends,
+// then cancels it and waits for it to record what it did.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.Echo.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { s.runs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancelRun()
+		<-done
+	}
+	s.cancelRun()
+	return err
+}

@@ -1,0 +1,112 @@
+package mediator
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openhie/mhero-mediator/openhim"
+	"github.com/openhie/mhero-mediator/openhim/openhimtest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestSyncRefusesOtherCallers(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct{ user, pass string }{{"", ""}, {testSyncUser, "wrong"}, {"someone", testSyncPass}} {
+		tx, err := e.core.Poll(context.Background(), e.server.URL+"/sync", tc.user, tc.pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tx.HTTPStatus != http.StatusUnauthorized {
+			t.Errorf("user %q: status %d, want 401", tc.user, tx.HTTPStatus)
+		}
+	}
+	if n := len(e.workspace.Requests()); n != 0 {
+		t.Fatalf("refused triggers reached RapidPro %d times", n)
+	}
+}
+
+func TestHealthReadinessAndMetrics(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	if code, _ := get(t, e.server.URL+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, _ := get(t, e.server.URL+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before registration %d, want 503", code)
+	}
+	e.srv.SetReady(true)
+	if code, _ := get(t, e.server.URL+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after registration %d", code)
+	}
+
+	e.trigger()
+	_, metrics := get(t, e.server.URL+"/metrics")
+	for _, want := range []string{
+		`mhero_sync_runs_total{result="Completed with error(s)"} 1`,
+		`mhero_sync_contacts_written_total{action="created"} 16`,
+		`mhero_sync_contacts_written_total{action="updated"} 0`,
+		`mhero_sync_providers_skipped_total{reason="no_phone"} 1`,
+		`mhero_sync_providers_failed_total{reason="duplicate_globalid"} 2`,
+		`mhero_sync_duration_seconds_count 1`,
+		`mhero_sync_in_progress 0`,
+		`mhero_sync_last_success_timestamp_seconds 1.7357112e+09`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestShutdownLetsARunFinish(t *testing.T) {
+	gate := &gateTransport{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, envOptions{rapidProHTTP: &http.Client{Transport: gate}})
+	done := make(chan openhimtest.Transaction)
+	go func() { done <- e.trigger() }()
+	<-gate.entered
+
+	shutdown := make(chan error)
+	go func() { shutdown <- e.srv.Shutdown(context.Background()) }()
+	close(gate.release)
+	if err := <-shutdown; err != nil {
+		t.Fatal(err)
+	}
+	tx := <-done
+	if tx.Response.Status != openhim.StatusCompletedWithErrors || tx.Response.Properties["created"] != "16" {
+		t.Fatalf("run cut short by a graceful shutdown: %s", tx.RawBody)
+	}
+}
+
+func TestShutdownStopsARunCleanly(t *testing.T) {
+	gate := &gateTransport{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, envOptions{rapidProHTTP: &http.Client{Transport: gate}})
+	done := make(chan openhimtest.Transaction)
+	go func() { done <- e.trigger() }()
+	<-gate.entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tx := <-done
+	if tx.Response.Status != openhim.StatusFailed || !strings.Contains(tx.Response.Properties["error"], "context canceled") {
+		t.Fatalf("stopped run reported %s", tx.RawBody)
+	}
+	if wm, _ := e.state.Watermark(); !wm.IsZero() {
+		t.Fatal("a stopped run advanced the watermark")
+	}
+}
