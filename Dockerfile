@@ -11,8 +11,8 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/mhero-mediator ./c
 # with the distroless base for HTTPS to RapidPro and OpenHIM.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/mhero-mediator /usr/local/bin/mhero-mediator
-COPY --from=build --chown=nonroot:nonroot /out/data /data
-USER nonroot:nonroot
+COPY --from=build --chown=65532:65532 /out/data /data
+USER 65532:65532
 ENV MHERO_STATE_FILE=/data/mhero-state.db
 VOLUME /data
 EXPOSE 8544

@@ -158,12 +158,16 @@ func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
 		props["error"] = r.Err.Error()
 	}
 	bodyJSON, _ := json.Marshal(body)
+	status := 200
+	if r.Status == openhim.StatusFailed {
+		status = 500 // what the polling job records as the outcome
+	}
 
 	resp := openhim.Response{
 		MediatorURN: mediatorURN,
 		Status:      r.Status,
 		Response: openhim.HTTPResponse{
-			Status:    200,
+			Status:    status,
 			Headers:   map[string]string{"content-type": "application/json"},
 			Body:      string(bodyJSON),
 			Timestamp: r.Finished,

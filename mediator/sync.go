@@ -155,7 +155,7 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	}
 
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
-	idx, err := s.read(ctx, rp, group, items, reads)
+	idx, err := s.read(ctx, rp, group, items, settings.InactivePolicy, reads)
 	if err != nil {
 		reads.end(s.opts.Now, err, "")
 		r.abort(reads.Name, err)
@@ -347,11 +347,12 @@ func globalID(c *rapidpro.Contact) string {
 
 // read finds the contacts the run's providers may already have: by globalid
 // through the managed group or the stored link, then by phone.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.Group, items []*item, ph *Phase) (*index, error) {
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.Group, items []*item, inactivePolicy string, ph *Phase) (*index, error) {
 	idx := &index{byKey: map[string]*rapidpro.Contact{}, byURN: map[string]*rapidpro.Contact{}}
 	var todo []*item
 	for _, it := range items {
-		if it.failed == "" && it.Skipped == "" {
+		leftAlone := it.Status == csd.StatusInactive && inactivePolicy == InactiveIgnore
+		if it.failed == "" && it.Skipped == "" && !leftAlone {
 			todo = append(todo, it)
 		}
 	}

@@ -6,12 +6,17 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openhie/mhero-mediator/openhim/openhimtest"
 )
 
 const corpus = "../../../shared/csd-corpus"
@@ -220,5 +225,68 @@ func TestDemo(t *testing.T) {
 	}
 	if strings.Contains(out, demoToken) || strings.Contains(out, demoSyncPassword) {
 		t.Errorf("demo printed a secret in the OpenHIM response:\n%s", out)
+	}
+}
+
+// serve registers with OpenHIM, reports ready, and takes the settings an
+// operator changes in the console; the port it registers is the one it
+// listens on.
+func TestServeRegistersAndTakesConsoleConfig(t *testing.T) {
+	core := openhimtest.New(openhimtest.Options{})
+	defer core.Close()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	svc, err := commandService("serve", []string{
+		"--rapidpro-url", "http://127.0.0.1:1", "--rapidpro-token", "t0ken-not-used",
+		"--state-file", filepath.Join(t.TempDir(), "state.db"),
+		"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--public-host", "mhero-sync",
+		"--openhim-url", core.URL(), "--openhim-username", "root@openhim.org", "--openhim-password", "openhim-password",
+	}, &stderr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.close()
+	tick := make(chan time.Time)
+	svc.heartbeatTick = tick
+
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- svc.serve(ctx, nil) }()
+	tick <- time.Now() // taken only once registered and past the first beat
+
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz %d after registration", resp.StatusCode)
+	}
+	stored, ok := core.Mediator(svc.cfg.mediatorURN)
+	if !ok || stored.Mediator.Endpoints[0].Port != port || stored.Mediator.Endpoints[0].Host != "mhero-sync" {
+		t.Fatalf("registered %+v, want endpoint mhero-sync:%d", stored.Mediator.Endpoints, port)
+	}
+
+	cfg := svc.syncer.Settings().ConsoleConfig()
+	cfg["rapidpro"].(map[string]any)["group"] = "Health Workers"
+	cfg["inactivePolicy"] = "block"
+	if err := core.SetConfig(svc.cfg.mediatorURN, cfg); err != nil {
+		t.Fatal(err)
+	}
+	tick <- time.Now()
+	tick <- time.Now() // the beat after the first tick has delivered the config
+	if got := svc.syncer.Settings(); got.RapidPro.Group != "Health Workers" || got.InactivePolicy != "block" {
+		t.Fatalf("settings after the console change: group %q policy %q", got.RapidPro.Group, got.InactivePolicy)
+	}
+
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr.String(), "t0ken-not-used") || strings.Contains(stderr.String(), "openhim-password") {
+		t.Fatalf("a secret reached the log:\n%s", stderr.String())
 	}
 }

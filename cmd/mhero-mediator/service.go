@@ -24,6 +24,9 @@ type service struct {
 	state   *mediator.State
 	metrics *mediator.Metrics
 	syncer  *mediator.Syncer
+	// heartbeatTick, when set, replaces the heartbeat timer (tests beat by
+	// hand).
+	heartbeatTick <-chan time.Time
 }
 
 // newService opens the state and builds the syncer; nothing listens yet.
@@ -91,7 +94,12 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 		if err != nil {
 			return errors.Join(err, srv.Shutdown(context.Background()))
 		}
-		go func() { defer close(heartbeatDone); _ = hb.Run(hbCtx) }()
+		go func() {
+			defer close(heartbeatDone)
+			if err := hb.Run(hbCtx); err != nil && hbCtx.Err() == nil {
+				s.logger.Error("OpenHIM heartbeat stopped", "err", err)
+			}
+		}()
 	}
 	if started != nil {
 		started(ln.Addr().String())
@@ -137,10 +145,15 @@ func (s *service) heartbeater(srv *mediator.Server) (*openhim.Heartbeater, error
 		PollingSchedule: s.cfg.pollingSchedule, ChannelTimeout: s.cfg.channelTimeout,
 		Settings: s.syncer.Settings(),
 	}
+	mediatorDoc := reg.Mediator()
+	if err := mediatorDoc.Validate(); err != nil {
+		return nil, fmt.Errorf("OpenHIM registration: %w", err)
+	}
 	return &openhim.Heartbeater{
 		Client:   openhim.NewClient(openhim.Config{BaseURL: s.cfg.openHIMURL, Auth: auth, HTTPClient: hc}),
-		Mediator: reg.Mediator(),
+		Mediator: mediatorDoc,
 		Interval: s.cfg.heartbeatInterval,
+		Tick:     s.heartbeatTick,
 		OnConfig: func(raw json.RawMessage) {
 			if err := s.syncer.ApplyConsoleConfig(raw); err != nil {
 				s.logger.Error("OpenHIM console config not applied; keeping the current settings", "err", err)
