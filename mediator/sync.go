@@ -155,13 +155,13 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	}
 
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
-	idx, err := s.read(ctx, rp, group, items, settings.InactivePolicy, reads)
+	idx, err := s.read(ctx, rp, group, items, settings.InactivePolicy, r.Since.IsZero(), reads)
 	if err != nil {
 		reads.end(s.opts.Now, err, "")
 		r.abort(reads.Name, err)
 		return r
 	}
-	reads.end(s.opts.Now, nil, fmt.Sprintf("%d contacts found", idx.size()))
+	reads.end(s.opts.Now, nil, fmt.Sprintf("%d contacts found", len(idx.byUUID)))
 
 	writes := r.startPhase("RapidPro writes", http.MethodPost, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	w := &writer{rp: rp, group: group, idx: idx, report: r, phase: writes, logger: s.opts.Logger, links: map[string]string{}}
@@ -298,14 +298,37 @@ func rejectDuplicateKeys(items []*item) {
 	}
 }
 
-// index holds what a run knows of RapidPro's contacts.
+// index holds what a run knows of RapidPro's contacts, one entry per
+// contact however often it was fetched.
 type index struct {
-	byKey map[string]*rapidpro.Contact
-	byURN map[string]*rapidpro.Contact
+	byUUID map[string]*rapidpro.Contact
+	byKey  map[string]*rapidpro.Contact
+	byURN  map[string]*rapidpro.Contact
+	// duplicates lists, by globalid, the contacts that share one: left by
+	// earlier tools, they are for a person to merge, never for a silent pick.
+	duplicates map[string][]string
 }
 
+func newIndex() *index {
+	return &index{
+		byUUID: map[string]*rapidpro.Contact{}, byKey: map[string]*rapidpro.Contact{},
+		byURN: map[string]*rapidpro.Contact{}, duplicates: map[string][]string{},
+	}
+}
+
+// add records c, replacing what was known of the same contact.
 func (ix *index) add(c *rapidpro.Contact) {
+	if old := ix.byUUID[c.UUID]; old != nil {
+		ix.remove(old)
+	}
+	ix.byUUID[c.UUID] = c
 	if k := globalID(c); k != "" {
+		if other := ix.byKey[k]; other != nil {
+			if !slices.Contains(ix.duplicates[k], other.UUID) {
+				ix.duplicates[k] = append(ix.duplicates[k], other.UUID)
+			}
+			ix.duplicates[k] = append(ix.duplicates[k], c.UUID)
+		}
 		ix.byKey[k] = c
 	}
 	for _, u := range c.URNs {
@@ -313,29 +336,16 @@ func (ix *index) add(c *rapidpro.Contact) {
 	}
 }
 
-// size counts the distinct contacts known.
-func (ix *index) size() int {
-	seen := map[*rapidpro.Contact]bool{}
-	for _, c := range ix.byKey {
-		seen[c] = true
-	}
-	for _, c := range ix.byURN {
-		seen[c] = true
-	}
-	return len(seen)
-}
-
-// replace swaps an updated contact in for its earlier self.
-func (ix *index) replace(old, updated *rapidpro.Contact) {
-	for _, u := range old.URNs {
-		if ix.byURN[u] == old {
+func (ix *index) remove(c *rapidpro.Contact) {
+	delete(ix.byUUID, c.UUID)
+	for _, u := range c.URNs {
+		if ix.byURN[u] == c {
 			delete(ix.byURN, u)
 		}
 	}
-	if k := globalID(old); k != "" && ix.byKey[k] == old {
+	if k := globalID(c); k != "" && ix.byKey[k] == c {
 		delete(ix.byKey, k)
 	}
-	ix.add(updated)
 }
 
 func globalID(c *rapidpro.Contact) string {
@@ -347,8 +357,8 @@ func globalID(c *rapidpro.Contact) string {
 
 // read finds the contacts the run's providers may already have: by globalid
 // through the managed group or the stored link, then by phone.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.Group, items []*item, inactivePolicy string, ph *Phase) (*index, error) {
-	idx := &index{byKey: map[string]*rapidpro.Contact{}, byURN: map[string]*rapidpro.Contact{}}
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.Group, items []*item, inactivePolicy string, fullPull bool, ph *Phase) (*index, error) {
+	idx := newIndex()
 	var todo []*item
 	for _, it := range items {
 		leftAlone := it.Status == csd.StatusInactive && inactivePolicy == InactiveIgnore
@@ -361,9 +371,18 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.G
 	}
 	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
 	if len(todo) > s.opts.LookupThreshold {
+		// RapidPro cannot filter contacts by field, so a contact with a
+		// provider's globalid outside the group (an earlier tool's, or one
+		// taken out of it) is found only by reading it. A full pull has no
+		// links to go by, so it reads the whole workspace once; later runs
+		// read the group.
+		query, what := rapidpro.ContactQuery{Group: group.UUID}, fmt.Sprintf("group %q", group.Name)
+		if fullPull {
+			query, what = rapidpro.ContactQuery{}, "workspace"
+		}
 		ph.Requests++
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: group.UUID}, collect); err != nil {
-			return nil, fmt.Errorf("group %q: %w", group.Name, err)
+		if err := rp.Contacts(ctx, query, collect); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	keys := make([]string, 0, len(todo))

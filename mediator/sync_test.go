@@ -538,3 +538,34 @@ func TestConsoleConfigChangesSettings(t *testing.T) {
 		})
 	}
 }
+
+// Two RapidPro contacts claiming one health worker (left by an earlier
+// tool) are reported for a person to merge; neither is written.
+func TestSyncRefusesDuplicateContactsInRapidPro(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.workspace.AddField("globalid", "text")
+	id := fixtureID("03")
+	for _, phone := range []string{"tel:+231777000001", "tel:+231777000002"} {
+		e.workspace.AddContact(rapidpro.Contact{Name: "Comfort W.", URNs: []string{phone}, Fields: map[string]*string{FieldGlobalID: strp(id)}})
+	}
+	// Neither is in the managed group: the first, full pull reads the whole
+	// workspace and so finds both.
+	before := e.workspace.Contacts()
+
+	tx := e.trigger()
+	if got := tx.Response.Properties["failed.duplicate_globalid"]; got != "3" {
+		t.Fatalf("failed.duplicate_globalid = %q, want 3 (the fixture's pair and this one): %s", got, tx.RawBody)
+	}
+	after := map[string]rapidpro.Contact{}
+	for _, c := range e.workspace.Contacts() {
+		after[c.UUID] = c
+	}
+	for _, c := range before {
+		if a := after[c.UUID]; a.Name != c.Name || !slices.Equal(a.URNs, c.URNs) || !a.ModifiedOn.Equal(c.ModifiedOn) {
+			t.Errorf("duplicate contact %s was written: %+v", c.UUID, a)
+		}
+	}
+	if !strings.Contains(tx.RawBody, "merge them in RapidPro") {
+		t.Errorf("the response does not say what to do: %s", tx.RawBody)
+	}
+}

@@ -53,6 +53,8 @@ func (w *writer) run(ctx context.Context, items []*item, inactivePolicy string) 
 			w.report.Skipped[it.Skipped]++
 		case it.failed != "":
 			w.reject(it.EntityID, it.failed, "another provider has the same globalid "+it.Key, false)
+		case len(w.idx.duplicates[it.Key]) > 0:
+			w.reject(it.EntityID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro", false)
 		case it.Status == csd.StatusInactive:
 			w.retire(it, inactivePolicy)
 		default:
@@ -139,7 +141,7 @@ func (w *writer) sync(ctx context.Context, it *item) {
 			w.report.URNConflicts += len(missing)
 			w.logger.Warn("RapidPro kept a phone on another contact", "entity_id", it.EntityID, "urns", missing)
 		}
-		w.idx.replace(c, &updated)
+		w.idx.add(&updated)
 		c = &updated
 		w.report.Updated++
 	} else {
