@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -175,24 +176,12 @@ func TestHeartbeaterAsksForConfigPeriodically(t *testing.T) {
 		}
 	}
 	want := []bool{true, false, false, true, false}
-	if len(asked) < len(want) || !equalBools(asked[:len(want)], want) {
+	if len(asked) < len(want) || !slices.Equal(asked[:len(want)], want) {
 		t.Errorf("config asked on beats %v, want %v", asked, want)
 	}
 	if n := len(th.configs); n != 2 {
 		t.Errorf("OnConfig called %d times, want 2", n)
 	}
-}
-
-func equalBools(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestHeartbeaterReRegistersWhenDeleted(t *testing.T) {
@@ -247,24 +236,12 @@ func TestHeartbeaterRetriesUntilCoreIsUp(t *testing.T) {
 	})
 	<-th.registered
 	th.beat()
-	if len(th.errs) != failures || !equalInts(attempts, []int{1, 2, 3, 4}) {
+	if len(th.errs) != failures || !slices.Equal(attempts, []int{1, 2, 3, 4}) {
 		t.Errorf("%d errors, backoff attempts %v; want %d and 1..4", len(th.errs), attempts, failures)
 	}
 	if n := core.Heartbeats(testURN); n != 1 {
 		t.Errorf("core counted %d heartbeats, want 1", n)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestHeartbeaterLogsNoSecrets(t *testing.T) {
