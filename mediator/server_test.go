@@ -2,6 +2,7 @@ package mediator
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -25,8 +26,11 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestSyncRefusesOtherCallers(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	for _, tc := range []struct{ user, pass string }{{"", ""}, {testSyncUser, "wrong"}, {"someone", testSyncPass}} {
-		tx, err := e.core.Poll(context.Background(), e.server.URL+"/sync", tc.user, tc.pass)
+	for i, tc := range []struct{ user, pass string }{{"", ""}, {testSyncUser, "wrong"}, {"someone", testSyncPass}} {
+		// A channel installed from a registration with other credentials.
+		urn := fmt.Sprintf("%s-other-%d", testURN, i)
+		e.register(urn, tc.user, tc.pass)
+		tx, err := e.core.Poll(context.Background(), urn)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package mediator
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -111,7 +112,25 @@ func newEnv(t *testing.T, o envOptions) *env {
 	srv := NewServer(ServerOptions{Syncer: syncer, Metrics: metrics, MediatorURN: testURN, Username: testSyncUser, Password: testSyncPass})
 	server := httptest.NewServer(srv.Echo)
 	t.Cleanup(server.Close)
-	return &env{t: t, registry: registry, workspace: workspace, core: core, state: state, syncer: syncer, srv: srv, server: server, clock: clk, metrics: metrics}
+	e := &env{t: t, registry: registry, workspace: workspace, core: core, state: state, syncer: syncer, srv: srv, server: server, clock: clk, metrics: metrics}
+	e.register(testURN, testSyncUser, testSyncPass)
+	return e
+}
+
+// register registers urn with core as serve does, its polling route aimed at
+// the test server with the given sync credentials: core.Poll calls what the
+// registration declares, so a port or password mismatch shows.
+func (e *env) register(urn, user, pass string) {
+	e.t.Helper()
+	addr := e.server.Listener.Addr().(*net.TCPAddr)
+	reg := Registration{
+		URN: urn, Version: "1.0.0", Host: addr.IP.String(), Port: addr.Port, Username: user, Password: pass,
+		PollingSchedule: "*/10 * * * *", ChannelTimeout: time.Hour, Settings: Settings{InactivePolicy: InactiveRemoveFromGroup},
+	}
+	client := openhim.NewClient(openhim.Config{BaseURL: e.core.URL(), Auth: openhim.NewBasicAuth("root@openhim.org", "openhim-password"), HTTPClient: e.core.Client()})
+	if err := client.Register(context.Background(), reg.Mediator()); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 func readFixture(t *testing.T) []byte {
@@ -127,9 +146,12 @@ func readFixture(t *testing.T) []byte {
 // core recorded.
 func (e *env) trigger() openhimtest.Transaction {
 	e.t.Helper()
-	tx, err := e.core.Poll(context.Background(), e.server.URL+"/sync", testSyncUser, testSyncPass)
+	tx, err := e.core.Poll(context.Background(), testURN)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if tx.StoreError != nil {
+		e.t.Fatalf("core could not store the response: %v\n%s", tx.StoreError, tx.RawBody)
 	}
 	if tx.ValidationError != nil {
 		e.t.Fatalf("core could not record the response: %v\n%s", tx.ValidationError, tx.RawBody)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"testing"
 
 	"github.com/openhie/mhero-mediator/openhim"
@@ -26,6 +28,26 @@ func newCore(t *testing.T, opts openhimtest.Options) *openhimtest.Core {
 
 func newClient(core *openhimtest.Core, auth openhim.Authenticator) *openhim.Client {
 	return openhim.NewClient(openhim.Config{BaseURL: core.URL(), Auth: auth, HTTPClient: core.Client()})
+}
+
+// registerAt registers mheroMediator with its polling route pointing at a
+// test server, so that core.Poll(ctx, testURN) calls that server as the
+// installed channel would.
+func registerAt(t *testing.T, core *openhimtest.Core, serverURL string) {
+	t.Helper()
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mheroMediator()
+	m.DefaultChannelConfig[0].Routes[0].Host, m.DefaultChannelConfig[0].Routes[0].Port = u.Hostname(), port
+	if err := newClient(core, openhim.NewBasicAuth(rootEmail, rootPassword)).Register(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mheroMediator is a realistic registration: the example of §1.3.

@@ -135,8 +135,9 @@ func TestPollRecordsLikeCore(t *testing.T) {
 			}))
 			defer mediator.Close()
 			core := newCore(t, openhimtest.Options{})
+			registerAt(t, core, mediator.URL) // route /sync with Basic openhim:change-me
 
-			tx, err := core.Poll(context.Background(), mediator.URL+"/sync", "openhim", "change-me")
+			tx, err := core.Poll(context.Background(), testURN)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,7 +181,8 @@ func TestAsynchronousCompletion(t *testing.T) {
 	client := newClient(core, openhim.NewBasicAuth(rootEmail, rootPassword))
 	ctx := context.Background()
 
-	tx, err := core.Poll(ctx, mediator.URL+"/sync", "", "")
+	registerAt(t, core, mediator.URL)
+	tx, err := core.Poll(ctx, testURN)
 	if err != nil || tx.Status != openhim.StatusProcessing {
 		t.Fatalf("Poll = %+v, %v", tx, err)
 	}

@@ -100,12 +100,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	syncURL := fmt.Sprintf("http://127.0.0.1:%d/sync", port)
 	fmt.Fprintf(stdout, "Registered %s with the fake OpenHIM core; triggering %s as its polling channel does.\n\n", cfg.mediatorURN, syncURL)
-	tx, err := core.Poll(ctx, syncURL, demoSyncUser, demoSyncPassword)
+	// Core calls the route the registration declared, not syncURL itself.
+	tx, err := core.Poll(ctx, cfg.mediatorURN)
 	if err != nil {
 		return fmt.Errorf("demo trigger: %w", err)
 	}
 	if tx.ValidationError != nil {
 		return fmt.Errorf("demo: OpenHIM would not record the response: %w", tx.ValidationError)
+	}
+	if tx.StoreError != nil {
+		return fmt.Errorf("demo: OpenHIM would not store the response: %w", tx.StoreError)
 	}
 	pretty, err := json.MarshalIndent(tx.Response, "", "  ")
 	if err != nil {

@@ -1,8 +1,9 @@
 // Package openhimtest runs an in-process fake OpenHIM core for tests and
 // demos. It implements the management API a mediator uses, validating
 // requests the way core v8 does and answering with core's status codes and
-// plain-text messages, and it sends the request a polling channel sends. It
-// records everything it sees. It needs no *testing.T.
+// plain-text messages, and it sends the request a polling channel sends along
+// the route a mediator registered. It records everything it sees, and refuses
+// to store what core's MongoDB refuses. It needs no *testing.T.
 package openhimtest
 
 import (
@@ -41,6 +42,9 @@ type Options struct {
 	// Now is core's clock, for the token window and timestamps; nil means
 	// time.Now.
 	Now func() time.Time
+	// RouteClient is what polling channels call routes with; nil means
+	// http.DefaultClient. Set it to trust a secured (HTTPS) route.
+	RouteClient *http.Client
 }
 
 // authWindow is core's api.authWindowSeconds.
@@ -93,16 +97,17 @@ type APIRequest struct {
 
 // Core is a fake OpenHIM core.
 type Core struct {
-	srv       *httptest.Server
-	now       func() time.Time
-	started   time.Time
-	authTypes []string
+	srv         *httptest.Server
+	routeClient *http.Client
+	now         func() time.Time
+	started     time.Time
+	authTypes   []string
 
 	mu           sync.Mutex
 	users        map[string]user // by lower-cased email
 	mediators    map[string]*mediator
 	transactions []*Transaction
-	channelIDs   map[string]string // route URL → channel id
+	channelIDs   map[string]string // urn and channel name → channel id
 	requests     []APIRequest
 	// seq orders heartbeats and config changes, so "changed since the last
 	// heartbeat" holds even when the clock does not move between them.
@@ -120,6 +125,10 @@ func New(opts Options) *Core {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	c.routeClient = opts.RouteClient
+	if c.routeClient == nil {
+		c.routeClient = http.DefaultClient
 	}
 	if c.authTypes == nil {
 		c.authTypes = []string{"basic", "token"}

@@ -119,15 +119,6 @@ func TestCoreAuthTypes(t *testing.T) {
 	}
 }
 
-func TestPollTransportFailure(t *testing.T) {
-	core := New(Options{})
-	defer core.Close()
-	tx, err := core.Poll(context.Background(), "http://127.0.0.1:1/sync", "", "")
-	if err == nil || tx.Status != openhim.StatusFailed || len(core.Transactions()) != 1 {
-		t.Errorf("Poll = %+v, %v", tx, err)
-	}
-}
-
 func TestStoredDocumentDecodes(t *testing.T) {
 	core := New(Options{})
 	defer core.Close()
