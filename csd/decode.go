@@ -19,14 +19,22 @@ type Limits struct {
 	MaxBytes int64
 	// MaxDepth caps element nesting.
 	MaxDepth int
+	// MaxElementBytes caps what memory can hold while one document is read:
+	// each entry of a directory (a provider, facility, organization or
+	// service, read or skipped) and each single token elsewhere (a text run,
+	// tag, comment or DOCTYPE), because encoding/xml holds a whole token in
+	// memory and a provider is held until it is delivered.
+	MaxElementBytes int64
 }
 
 // DefaultLimits: 512 MiB is nearly five times a whole 100,000-provider
 // registry export (~110 MB as csdtest generates it), so even an unpaged
 // getDirectory dump fits while an endless stream is still cut off. CSD itself
 // nests at most about 10 levels (facility/organizations/organization/service/
-// operatingHours/...), so 64 leaves ample room for extensions.
-var DefaultLimits = Limits{MaxBytes: 512 << 20, MaxDepth: 64}
+// operatingHours/...), so 64 leaves ample room for extensions. A real
+// provider is 1-5 KB, so 1 MiB per element is generous and keeps memory
+// small however long the document.
+var DefaultLimits = Limits{MaxBytes: 512 << 20, MaxDepth: 64, MaxElementBytes: 1 << 20}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxBytes <= 0 {
@@ -34,6 +42,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxDepth <= 0 {
 		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if l.MaxElementBytes <= 0 {
+		l.MaxElementBytes = DefaultLimits.MaxElementBytes
 	}
 	return l
 }
@@ -63,25 +74,37 @@ func (e *SyntaxError) Unwrap() error { return e.Err }
 
 // LimitError reports a document that exceeded one of its Limits.
 type LimitError struct {
-	Limit string // "body size" or "nesting depth"
+	Limit string // "body size", "nesting depth" or "element size"
 	Max   int64  // the limit's value, in bytes or levels
-	Line  int    // where reading stopped
+	// Line is where reading stopped; for the element size limit, where the
+	// oversized element or token starts.
+	Line int
+	// Element names the oversized element ("provider", "facility"…) for the
+	// element size limit; empty when a single token outside one was too long.
+	Element string
 }
 
 func (e *LimitError) Error() string {
-	unit := "bytes"
-	if e.Limit == limitDepth {
-		unit = "levels"
+	switch e.Limit {
+	case limitDepth:
+		return fmt.Sprintf("csd: line %d: %s limit exceeded (more than %d levels)", e.Line, e.Limit, e.Max)
+	case limitElement:
+		what := "text, tag, comment or DOCTYPE"
+		if e.Element != "" {
+			what = e.Element + " element"
+		}
+		return fmt.Sprintf("csd: line %d: %s limit exceeded (%s longer than %d bytes)", e.Line, e.Limit, what, e.Max)
 	}
-	return fmt.Sprintf("csd: line %d: %s limit exceeded (more than %d %s)", e.Line, e.Limit, e.Max, unit)
+	return fmt.Sprintf("csd: line %d: %s limit exceeded (more than %d bytes)", e.Line, e.Limit, e.Max)
 }
 
 // rootsOfProviders names the root elements DecodeProviders accepts.
 const rootsOfProviders = "CSD or provider"
 
 const (
-	limitBody  = "body size"
-	limitDepth = "nesting depth"
+	limitBody    = "body size"
+	limitDepth   = "nesting depth"
+	limitElement = "element size"
 )
 
 // DecodeProviders reads a CSD document, or a bare provider element, and calls
@@ -101,7 +124,11 @@ func DecodeProviders(r io.Reader, lim Limits, fn func(*Provider) error) (stats D
 	stats.Root = root.Name.Local
 	deliver := func(se xml.StartElement) error {
 		line := rd.line
-		p, err := rd.provider(se, line)
+		var p *Provider
+		err := rd.bounded(se, func() (err error) {
+			p, err = rd.provider(se, line)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -117,13 +144,13 @@ func DecodeProviders(r io.Reader, lim Limits, fn func(*Provider) error) (stats D
 	case isCSD(root.Name, "CSD"):
 		err = rd.children(func(dir xml.StartElement) error {
 			if !isCSD(dir.Name, "providerDirectory") {
-				return rd.skip()
+				return rd.skipDirectory(dir)
 			}
 			return rd.children(func(c xml.StartElement) error {
 				if isCSD(c.Name, "provider") {
 					return deliver(c)
 				}
-				return rd.skip()
+				return rd.bounded(c, rd.skip)
 			})
 		})
 	default:
@@ -188,17 +215,46 @@ func describe(n xml.Name) string {
 type reader struct {
 	xd    *xml.Decoder
 	in    *limitedReader
+	src   *byteReader
 	lim   Limits
 	depth int
-	line  int // line where the token last returned by next starts
+	line  int   // line where the token last returned by next starts
+	start int64 // offset where that token starts
+	// The element under the element size limit, if any: its name, line and
+	// the offset it may not read past.
+	elem     string
+	elemLine int
+	elemStop int64
 }
 
 func newReader(r io.Reader, lim Limits) *reader {
 	lim = lim.withDefaults()
 	in := &limitedReader{r: r, remaining: lim.MaxBytes}
-	xd := xml.NewDecoder(in)
+	src := &byteReader{r: in, buf: make([]byte, 64<<10)}
+	xd := xml.NewDecoder(src)
 	xd.CharsetReader = charsetReader
-	return &reader{xd: xd, in: in, lim: lim}
+	return &reader{xd: xd, in: in, src: src, lim: lim}
+}
+
+// bounded runs fn, which reads the element se whose start tag was read last,
+// under the element size limit. Nested calls share the outer budget.
+func (r *reader) bounded(se xml.StartElement, fn func() error) error {
+	if r.elemStop != 0 {
+		return fn()
+	}
+	r.elem, r.elemLine, r.elemStop = se.Name.Local, r.line, r.start+r.lim.MaxElementBytes
+	defer func() { r.elem, r.elemLine, r.elemStop = "", 0, 0 }()
+	return fn()
+}
+
+// skipDirectory skips a directory other than the one wanted, each entry
+// under the element size limit; an element that is no directory is skipped
+// whole under it.
+func (r *reader) skipDirectory(se xml.StartElement) error {
+	if !strings.HasSuffix(se.Name.Local, "Directory") {
+		return r.bounded(se, r.skip)
+	}
+	return r.children(func(c xml.StartElement) error { return r.bounded(c, r.skip) })
 }
 
 // charsetReader passes through the labels that are UTF-8 under another name
@@ -216,6 +272,13 @@ func charsetReader(label string, in io.Reader) (io.Reader, error) {
 // returned token starts.
 func (r *reader) next() (xml.Token, error) {
 	r.line, _ = r.xd.InputPos()
+	r.start = r.src.n
+	// Inside a bounded element its budget is the tighter one, since it
+	// started before this token.
+	r.src.stop = r.start + r.lim.MaxElementBytes
+	if r.elemStop != 0 {
+		r.src.stop = r.elemStop
+	}
 	tok, err := r.xd.Token()
 	if err != nil {
 		return nil, r.wrap(err)
@@ -234,12 +297,22 @@ func (r *reader) next() (xml.Token, error) {
 
 func (r *reader) wrap(err error) error {
 	line, _ := r.xd.InputPos()
+	if r.src.failed != nil && r.src.failed != io.EOF {
+		// encoding/xml reports input that fails mid-character as invalid
+		// UTF-8; the read error is the cause.
+		err = r.src.failed
+	}
 	var se *xml.SyntaxError
 	switch {
 	case err == io.EOF:
 		return err
 	case errors.Is(err, errBodyTooLarge):
 		return &LimitError{Limit: limitBody, Max: r.lim.MaxBytes, Line: line}
+	case errors.Is(err, errElementTooLarge):
+		if r.elemStop != 0 {
+			return &LimitError{Limit: limitElement, Max: r.lim.MaxElementBytes, Line: r.elemLine, Element: r.elem}
+		}
+		return &LimitError{Limit: limitElement, Max: r.lim.MaxElementBytes, Line: r.line}
 	case errors.As(err, &se):
 		return &SyntaxError{Line: se.Line, Msg: se.Msg, Err: err}
 	}
@@ -325,7 +398,9 @@ func (r *reader) skip() error {
 // text returns the trimmed character data of the element whose start tag was
 // read last, ignoring the content of any child elements.
 func (r *reader) text() (string, error) {
-	var s string
+	// A builder, not +=: text interleaved with comments would otherwise be
+	// copied once per piece.
+	var s strings.Builder
 	for {
 		tok, err := r.next()
 		if err == io.EOF {
@@ -336,13 +411,13 @@ func (r *reader) text() (string, error) {
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
-			s += string(t)
+			s.Write(t)
 		case xml.StartElement:
 			if err := r.skip(); err != nil {
 				return "", err
 			}
 		case xml.EndElement:
-			return strings.TrimSpace(s), nil
+			return strings.TrimSpace(s.String()), nil
 		}
 	}
 }
@@ -354,7 +429,73 @@ func truncate(s string, n int) string {
 	return s
 }
 
-var errBodyTooLarge = errors.New("body size limit exceeded")
+var (
+	errBodyTooLarge    = errors.New("body size limit exceeded")
+	errElementTooLarge = errors.New("element size limit exceeded")
+)
+
+// byteReader feeds encoding/xml, which reads byte by byte from an
+// io.ByteReader when given one, so n is exactly what it consumed: a token or
+// element can be stopped at its budget before the decoder buffers it whole.
+type byteReader struct {
+	r        io.Reader
+	buf      []byte
+	pos, end int
+	err      error
+	n        int64 // bytes handed out
+	stop     int64 // n may not pass it
+	failed   error // the error handed to the decoder, if any
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	if b.n >= b.stop {
+		b.failed = errElementTooLarge
+		return 0, b.failed
+	}
+	if b.pos == b.end && !b.fill() {
+		b.failed = b.err
+		return 0, b.err
+	}
+	c := b.buf[b.pos]
+	b.pos++
+	b.n++
+	return c, nil
+}
+
+// Read exists because encoding/xml hands its reader to CharsetReader as an
+// io.Reader; charsetReader gives this one back.
+func (b *byteReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if b.n >= b.stop {
+		b.failed = errElementTooLarge
+		return 0, b.failed
+	}
+	if b.pos == b.end && !b.fill() {
+		b.failed = b.err
+		return 0, b.err
+	}
+	k := copy(p[:min(int64(len(p)), b.stop-b.n)], b.buf[b.pos:b.end])
+	b.pos += k
+	b.n += int64(k)
+	return k, nil
+}
+
+func (b *byteReader) fill() bool {
+	for tries := 0; b.err == nil; tries++ {
+		if tries == 100 {
+			b.err = io.ErrNoProgress
+			break
+		}
+		k, err := b.r.Read(b.buf)
+		b.pos, b.end, b.err = 0, k, err
+		if k > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // limitedReader fails once more than remaining bytes are available, unlike
 // io.LimitReader, which would end the document silently.

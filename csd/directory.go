@@ -63,13 +63,13 @@ func DecodeDirectory(r io.Reader, lim Limits) (*Directory, error) {
 		case isCSD(dir.Name, "organizationDirectory"):
 			kind, into = "organization", d.Organizations
 		default:
-			return rd.skip()
+			return rd.skipDirectory(dir)
 		}
 		return rd.children(func(c xml.StartElement) error {
 			if !isCSD(c.Name, kind) {
-				return rd.skip()
+				return rd.bounded(c, rd.skip)
 			}
-			return rd.entity(c, kind, into, &d.Problems)
+			return rd.bounded(c, func() error { return rd.entity(c, kind, into, &d.Problems) })
 		})
 	})
 	if err != nil {
