@@ -33,11 +33,14 @@ type Report struct {
 	Blocked      int
 	Skipped      map[string]int // by reason: no phone, invalid phone, no id
 	Failed       map[string]int // by reason: rejected by RapidPro, conflicts, duplicates
-	Deferred     int            // left for the next run: throttled or cut short
+	Deferred     int            // not tried: left for the next run because the run stopped
 	URNConflicts int            // phones kept off a contact because another contact has them
-	// Transient counts failures that may pass on a retry; any holds the
-	// watermark back so the next run repeats the same changes.
-	Transient int
+	Retried      int            // providers an earlier run left pending, tried first
+	Pending      int            // providers left for the next run (deferred or failed transiently)
+	// StoppedBy says why the run stopped writing before the end, if it did.
+	StoppedBy string
+	// Retargeted is set when the target changed and the state started over.
+	Retargeted bool
 
 	Rejects []Reject
 	Phases  []*Phase
@@ -83,7 +86,7 @@ func (r *Report) abort(phase string, err error) {
 // settle sets the status of a run that got to the end.
 func (r *Report) settle() {
 	r.Status = openhim.StatusSuccessful
-	if r.Deferred > 0 || sum(r.Failed) > 0 {
+	if r.Deferred > 0 || r.Pending > 0 || sum(r.Failed) > 0 {
 		r.Status = openhim.StatusCompletedWithErrors
 	}
 }
@@ -122,13 +125,15 @@ func (r *Report) Counts() map[string]string {
 		"skipped":       strconv.Itoa(sum(r.Skipped)),
 		"failed":        strconv.Itoa(sum(r.Failed)),
 		"deferred":      strconv.Itoa(r.Deferred),
+		"retried":       strconv.Itoa(r.Retried),
+		"pending":       strconv.Itoa(r.Pending),
 		"urn_conflicts": strconv.Itoa(r.URNConflicts),
 	}
 	for k, v := range r.Skipped {
-		c["skipped."+k] = strconv.Itoa(v)
+		c["skipped_"+k] = strconv.Itoa(v)
 	}
 	for k, v := range r.Failed {
-		c["failed."+k] = strconv.Itoa(v)
+		c["failed_"+k] = strconv.Itoa(v)
 	}
 	return c
 }
@@ -150,9 +155,15 @@ func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
 		props["watermark"] = "not advanced: the next run repeats these changes"
 	}
 	for i, rj := range r.Rejects {
-		props[fmt.Sprintf("reject.%02d", i+1)] = fmt.Sprintf("%s: %s: %s", rj.EntityID, rj.Reason, rj.Detail)
+		props[fmt.Sprintf("reject_%02d", i+1)] = fmt.Sprintf("%s: %s: %s", rj.EntityID, rj.Reason, rj.Detail)
 	}
 	body := map[string]any{"status": r.Status, "counts": r.Counts()}
+	if r.StoppedBy != "" {
+		props["stopped_by"] = r.StoppedBy
+	}
+	if r.Retargeted {
+		props["retargeted"] = "the sync target changed: every provider was pulled again"
+	}
 	if r.Err != nil {
 		body["error"] = r.Err.Error()
 		props["error"] = r.Err.Error()

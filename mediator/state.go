@@ -1,6 +1,8 @@
 package mediator
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -8,18 +10,39 @@ import (
 )
 
 var (
-	bucketRun      = []byte("run")
-	bucketContacts = []byte("contacts")
-	keyWatermark   = []byte("watermark")
+	bucketRun       = []byte("run")
+	bucketProviders = []byte("providers")
+	bucketPending   = []byte("pending")
+	keyWatermark    = []byte("watermark")
+	keyFingerprint  = []byte("fingerprint")
+	keyScanned      = []byte("scanned")
+	keyBootstrap    = []byte("bootstrap")
 )
 
+// bucketContactsV1 is where the first release kept bare key → UUID links;
+// OpenState carries them over into provider records.
+var bucketContactsV1 = []byte("contacts")
+
 // State is what the service remembers between runs, in one bbolt file: the
-// start of the last run whose result was recorded without a transient
-// failure, and the RapidPro contact each provider was linked to. bbolt gives
-// crash-safe transactions in one file with no server, which a hand-written
-// file format would have to reimplement.
+// watermark and the fingerprint of the target it belongs to, per provider
+// the contact it is linked to and a digest of what was last written for it,
+// and the work a cut run left pending. bbolt gives crash-safe transactions in
+// one file with no server, which a hand-written file format would have to
+// reimplement.
 type State struct {
 	db *bolt.DB
+}
+
+// Record is what the state keeps per provider key.
+type Record struct {
+	// EntityID is the registry id that owns the key, exactly as first seen:
+	// another id with the same key is a duplicate in the registry.
+	EntityID string `json:"e"`
+	// UUID is the linked RapidPro contact, if any.
+	UUID string `json:"u,omitempty"`
+	// Digest is the digest of the desired contact last confirmed in
+	// RapidPro; empty when the last attempt did not land as wanted.
+	Digest string `json:"d,omitempty"`
 }
 
 // OpenState opens or creates the state file. Only one process may hold it.
@@ -29,12 +52,12 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRun, bucketContacts} {
+		for _, b := range [][]byte{bucketRun, bucketProviders, bucketPending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrateLinks(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -43,86 +66,299 @@ func OpenState(path string) (*State, error) {
 	return &State{db: db}, nil
 }
 
+// migrateLinks turns the first release's links into records without a
+// digest, so each provider is checked once against RapidPro and then costs
+// nothing.
+func migrateLinks(tx *bolt.Tx) error {
+	old := tx.Bucket(bucketContactsV1)
+	if old == nil {
+		return nil
+	}
+	providers := tx.Bucket(bucketProviders)
+	err := old.ForEach(func(k, v []byte) error {
+		data, err := json.Marshal(Record{UUID: string(v)})
+		if err != nil {
+			return err
+		}
+		return providers.Put(k, data)
+	})
+	if err != nil {
+		return err
+	}
+	return tx.DeleteBucket(bucketContactsV1)
+}
+
 // Close releases the state file.
 func (s *State) Close() error { return s.db.Close() }
 
-// Watermark is the start of the last complete run; zero before the first.
-func (s *State) Watermark() (time.Time, error) {
-	var t time.Time
+func (s *State) getJSON(key []byte, v any) (bool, error) {
+	var found bool
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketRun).Get(keyWatermark)
-		if v == nil {
+		data := tx.Bucket(bucketRun).Get(key)
+		if data == nil {
 			return nil
 		}
-		return t.UnmarshalText(v)
+		found = true
+		return json.Unmarshal(data, v)
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("state: watermark: %w", err)
+		return false, fmt.Errorf("state: %s: %w", key, err)
+	}
+	return found, nil
+}
+
+func (s *State) putJSON(key []byte, v any) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRun)
+		if v == nil {
+			return b.Delete(key)
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return b.Put(key, data)
+	})
+	if err != nil {
+		return fmt.Errorf("state: %s: %w", key, err)
+	}
+	return nil
+}
+
+// Watermark is the start of the last run whose pull was fully accounted for
+// (done, rejected or stored as pending); zero before the first.
+func (s *State) Watermark() (time.Time, error) { return s.getTime(keyWatermark) }
+
+// SetWatermark records the start of a complete run. A zero time forgets it,
+// so that the next run pulls the whole directory.
+func (s *State) SetWatermark(t time.Time) error { return s.putTime(keyWatermark, t) }
+
+// getTime and putTime keep times as RFC 3339 text, the form the first
+// release stored the watermark in.
+func (s *State) getTime(key []byte) (time.Time, error) {
+	var t time.Time
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketRun).Get(key); v != nil {
+			return t.UnmarshalText(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("state: %s: %w", key, err)
 	}
 	return t, nil
 }
 
-// SetWatermark records the start of a complete run. A zero time forgets it,
-// so that the next run pulls the whole directory.
-func (s *State) SetWatermark(t time.Time) error {
+func (s *State) putTime(key []byte, t time.Time) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRun)
 		if t.IsZero() {
-			return b.Delete(keyWatermark)
+			return b.Delete(key)
 		}
 		v, err := t.UTC().MarshalText()
 		if err != nil {
 			return err
 		}
-		return b.Put(keyWatermark, v)
+		return b.Put(key, v)
 	})
 	if err != nil {
-		return fmt.Errorf("state: watermark: %w", err)
+		return fmt.Errorf("state: %s: %w", key, err)
 	}
 	return nil
 }
 
-// ContactUUIDs returns the linked contact of each key that has one.
-func (s *State) ContactUUIDs(keys []string) (map[string]string, error) {
-	out := make(map[string]string, len(keys))
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketContacts)
-		for _, k := range keys {
-			if v := b.Get([]byte(k)); v != nil {
-				out[k] = string(v)
+// Fingerprint identifies the target (RapidPro workspace and group,
+// OpenInfoMan document, inactive policy) the rest of the state belongs to.
+func (s *State) Fingerprint() (string, error) {
+	var fp string
+	_, err := s.getJSON(keyFingerprint, &fp)
+	return fp, err
+}
+
+// Retarget starts the state over for a new target: the watermark, the
+// scanned mark, every record and all pending work are dropped, since links
+// and digests made for another workspace, group or policy say nothing about
+// this one. The bootstrap cache is kept; it carries its own key.
+func (s *State) Retarget(fingerprint string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketProviders, bucketPending} {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+				return err
 			}
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		run := tx.Bucket(bucketRun)
+		for _, k := range [][]byte{keyWatermark, keyScanned} {
+			if err := run.Delete(k); err != nil {
+				return err
+			}
+		}
+		data, err := json.Marshal(fingerprint)
+		if err != nil {
+			return err
+		}
+		return run.Put(keyFingerprint, data)
+	})
+	if err != nil {
+		return fmt.Errorf("state: retarget: %w", err)
+	}
+	return nil
+}
+
+// Scanned is when a whole read of the workspace last matched every contact
+// that could belong to a provider; zero if never for this target. After it,
+// a provider without a record has no contact unless RapidPro says otherwise
+// on create.
+func (s *State) Scanned() (time.Time, error) { return s.getTime(keyScanned) }
+
+// SetScanned records a complete workspace read.
+func (s *State) SetScanned(t time.Time) error { return s.putTime(keyScanned, t) }
+
+// bootstrap is the cached outcome of setting up RapidPro: the workspace, the
+// managed group and the fields that exist.
+type bootstrap struct {
+	// Key is a digest of the settings it was made for (URL, token, group,
+	// country); the token itself is never stored.
+	Key           string    `json:"key"`
+	WorkspaceUUID string    `json:"workspace"`
+	Country       string    `json:"country"`
+	GroupUUID     string    `json:"group_uuid"`
+	GroupName     string    `json:"group_name"`
+	At            time.Time `json:"at"`
+}
+
+func (s *State) bootstrap() (bootstrap, bool, error) {
+	var b bootstrap
+	found, err := s.getJSON(keyBootstrap, &b)
+	return b, found, err
+}
+
+func (s *State) setBootstrap(b *bootstrap) error {
+	if b == nil {
+		return s.putJSON(keyBootstrap, nil)
+	}
+	return s.putJSON(keyBootstrap, b)
+}
+
+// Records returns the record of each key that has one.
+func (s *State) Records(keys []string) (map[string]Record, error) {
+	out := make(map[string]Record, len(keys))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketProviders)
+		for _, k := range keys {
+			v := b.Get([]byte(k))
+			if v == nil {
+				continue
+			}
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
+			}
+			out[k] = r
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state: contacts: %w", err)
+		return nil, fmt.Errorf("state: providers: %w", err)
 	}
 	return out, nil
 }
 
-// LinkContacts records key → contact UUID links in one transaction; an empty
-// UUID removes the link.
-func (s *State) LinkContacts(links map[string]string) error {
-	if len(links) == 0 {
+// ContactUUIDs returns the linked contact of each key that has one.
+func (s *State) ContactUUIDs(keys []string) (map[string]string, error) {
+	recs, err := s.Records(keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(recs))
+	for k, r := range recs {
+		if r.UUID != "" {
+			out[k] = r.UUID
+		}
+	}
+	return out, nil
+}
+
+// Pending returns the mappings a cut run left to do, in no set order.
+func (s *State) Pending() ([]Mapping, error) {
+	var out []Mapping
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+			var m Mapping
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("pending %q: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: pending: %w", err)
+	}
+	return out, nil
+}
+
+// PendingCount is how many providers wait for the next run.
+func (s *State) PendingCount() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketPending).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// progress is a batch of outcomes to record in one transaction.
+type progress struct {
+	records map[string]Record
+	pending map[string]*Mapping // nil value: no longer pending
+}
+
+func newProgress() *progress {
+	return &progress{records: map[string]Record{}, pending: map[string]*Mapping{}}
+}
+
+func (p *progress) len() int { return len(p.records) + len(p.pending) }
+
+// commit records a batch of outcomes atomically and empties it.
+func (s *State) commit(p *progress) error {
+	if p.len() == 0 {
 		return nil
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketContacts)
-		for k, uuid := range links {
-			var err error
-			if uuid == "" {
-				err = b.Delete([]byte(k))
-			} else {
-				err = b.Put([]byte(k), []byte(uuid))
-			}
+		recs, pend := tx.Bucket(bucketProviders), tx.Bucket(bucketPending)
+		for k, r := range p.records {
+			data, err := json.Marshal(r)
 			if err != nil {
+				return err
+			}
+			if err := recs.Put([]byte(k), data); err != nil {
+				return err
+			}
+		}
+		for k, m := range p.pending {
+			if m == nil {
+				if err := pend.Delete([]byte(k)); err != nil {
+					return err
+				}
+				continue
+			}
+			data, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			if err := pend.Put([]byte(k), data); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("state: contacts: %w", err)
+		return fmt.Errorf("state: progress: %w", err)
 	}
+	clear(p.records)
+	clear(p.pending)
 	return nil
 }

@@ -38,6 +38,12 @@ type Options struct {
 	// whole managed group once; a smaller one looks contacts up one by one,
 	// which costs fewer requests from the shared hourly budget.
 	LookupThreshold int
+	// BootstrapMaxAge is how long the cached workspace, group and fields
+	// are trusted before a run with writes to do reads them again.
+	BootstrapMaxAge time.Duration
+	// MaxConsecutiveFailures transient RapidPro failures in a row (5xx, no
+	// answer) stop the run and leave the rest pending: RapidPro is down.
+	MaxConsecutiveFailures int
 	// WatermarkMargin is taken off the last run's start when asking for
 	// changed providers, against clock skew between this host and the registry.
 	WatermarkMargin time.Duration
@@ -73,6 +79,12 @@ func NewSyncer(settings Settings, opts Options) (*Syncer, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.BootstrapMaxAge <= 0 {
+		opts.BootstrapMaxAge = 6 * time.Hour
+	}
+	if opts.MaxConsecutiveFailures <= 0 {
+		opts.MaxConsecutiveFailures = 5
 	}
 	s := &Syncer{opts: opts}
 	if err := s.SetSettings(settings); err != nil {
@@ -131,15 +143,19 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		r.abort("RapidPro setup", err)
 		return r
 	}
-
 	setup := r.startPhase("RapidPro setup", http.MethodGet, settings.RapidPro.URL, "/api/v2/workspace.json", s.opts.Now)
-	country, group, err := s.setUp(ctx, rp, settings.RapidPro, setup)
-	setup.end(s.opts.Now, err, fmt.Sprintf("group %q, country %q", settings.RapidPro.Group, country))
+	boot, err := s.setUp(ctx, rp, settings.RapidPro, setup, false)
 	if err != nil {
+		setup.end(s.opts.Now, err, "")
 		r.abort(setup.Name, err)
 		return r
 	}
+	setup.end(s.opts.Now, nil, boot.summary())
 
+	if err := s.checkTarget(settings, boot, r); err != nil {
+		r.abort("state", err)
+		return r
+	}
 	watermark, err := s.opts.State.Watermark()
 	if err != nil {
 		r.abort("state", err)
@@ -148,40 +164,96 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	if !watermark.IsZero() {
 		r.Since = watermark.Add(-s.opts.WatermarkMargin)
 	}
-	items, err := s.pull(ctx, settings.OpenInfoMan, Mapper{Country: country}, r)
+	pulled, err := s.pull(ctx, settings.OpenInfoMan, Mapper{Country: i18n.Country(boot.Country)}, r)
 	if err != nil {
 		r.abort("OpenInfoMan provider-search", err)
 		return r
 	}
-
-	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
-	idx, err := s.read(ctx, rp, group, items, settings.InactivePolicy, r.Since.IsZero(), reads)
+	items, err := s.plan(pulled, settings.InactivePolicy, r)
 	if err != nil {
-		reads.end(s.opts.Now, err, "")
-		r.abort(reads.Name, err)
+		r.abort("state", err)
 		return r
 	}
-	reads.end(s.opts.Now, nil, fmt.Sprintf("%d contacts found", len(idx.byUUID)))
+
+	scanned, err := s.opts.State.Scanned()
+	if err != nil {
+		r.abort("state", err)
+		return r
+	}
+	work := needsRapidPro(items)
+	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
+	idx := newIndex()
+	var readErr error // one that stops the run: every provider with work is left pending
+	if len(work) > 0 {
+		if s.opts.Now().Sub(boot.At) > s.opts.BootstrapMaxAge {
+			// Only a run with work to do refreshes the cache, so an idle
+			// run costs RapidPro nothing.
+			boot, err = s.setUp(ctx, rp, settings.RapidPro, setup, true)
+			if err != nil {
+				reads.end(s.opts.Now, err, "")
+				r.abort(setup.Name, err)
+				return r
+			}
+		}
+		before := rp.Sent()
+		idx, err = s.read(ctx, rp, boot, work, scanned.IsZero())
+		reads.Requests = int(rp.Sent() - before)
+		if err != nil && !stopsRun(err) {
+			reads.end(s.opts.Now, err, "")
+			r.abort(reads.Name, err)
+			return r
+		}
+		readErr = err
+	}
+	reads.end(s.opts.Now, readErr, fmt.Sprintf("%d providers to write, %d contacts found", len(work), len(idx.byUUID)))
 
 	writes := r.startPhase("RapidPro writes", http.MethodPost, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
-	w := &writer{rp: rp, group: group, idx: idx, report: r, phase: writes, logger: s.opts.Logger, links: map[string]string{}}
-	w.run(ctx, items, settings.InactivePolicy)
-	err = s.opts.State.LinkContacts(w.links)
+	w := &writer{
+		rp: rp, groupUUID: boot.GroupUUID, idx: idx, report: r, phase: writes, logger: s.opts.Logger,
+		state: s.opts.State, progress: newProgress(), policy: settings.InactivePolicy,
+		maxConsecutive: s.opts.MaxConsecutiveFailures,
+	}
+	if readErr != nil {
+		w.stop(readErr)
+	}
+	before := rp.Sent()
+	err = w.run(ctx, items)
+	writes.Requests = int(rp.Sent() - before)
+	if w.bootstrapStale {
+		// A group or field went missing: the next run sets them up again.
+		err = errors.Join(err, s.opts.State.setBootstrap(nil))
+	}
 	writes.end(s.opts.Now, err, r.writeSummary())
 	if err != nil {
 		r.abort("state", err)
 		return r
 	}
 
-	if r.Transient == 0 && r.Deferred == 0 {
-		if err := s.opts.State.SetWatermark(r.Started); err != nil {
-			r.abort("state", err)
-			return r
-		}
-		r.Watermark = r.Started
+	// Everything pulled is now done, rejected or stored as pending, so the
+	// next run may start from here; pending work is retried from the state.
+	if err := s.finish(r, scanned.IsZero() && readErr == nil); err != nil {
+		r.abort("state", err)
+		return r
 	}
 	r.settle()
 	return r
+}
+
+// finish records the watermark (and a completed workspace scan) and counts
+// the work left pending.
+func (s *Syncer) finish(r *Report, scannedNow bool) error {
+	if scannedNow {
+		if err := s.opts.State.SetScanned(r.Started); err != nil {
+			return err
+		}
+	}
+	if err := s.opts.State.SetWatermark(r.Started); err != nil {
+		return err
+	}
+	r.Watermark = r.Started
+	n, err := s.opts.State.PendingCount()
+	r.Pending = n
+	return err
 }
 
 func (s *Syncer) rapidProClient(settings RapidProSettings) (*rapidpro.Client, error) {
@@ -206,44 +278,79 @@ func (s *Syncer) rapidProClient(settings RapidProSettings) (*rapidpro.Client, er
 	return c, nil
 }
 
-// setUp reads the workspace and makes sure the managed group and the fields
-// this service writes exist: RapidPro never creates them on the fly.
-func (s *Syncer) setUp(ctx context.Context, rp *rapidpro.Client, settings RapidProSettings, ph *Phase) (i18n.Country, rapidpro.Group, error) {
-	country := i18n.Country(settings.Country)
-	if country == "" {
-		ph.Requests++
-		ws, err := rp.Workspace(ctx)
-		if err != nil {
-			return "", rapidpro.Group{}, fmt.Errorf("workspace: %w", err)
-		}
-		country = i18n.Country(strings.ToUpper(ws.Country))
+// bootstrapKey identifies the settings a bootstrap was made for. The token
+// is in it because another token may mean another workspace; only a digest
+// of it reaches the state file.
+func bootstrapKey(settings RapidProSettings) string {
+	return digestOf("bootstrap", settings.URL, settings.Token, settings.Group, settings.Country)
+}
+
+func (b bootstrap) summary() string {
+	return fmt.Sprintf("workspace %s, group %q, country %q, set up %s", b.WorkspaceUUID, b.GroupName, b.Country, b.At.Format(time.RFC3339))
+}
+
+// setUp returns the workspace, the managed group and its country, from the
+// state's cache when it was made for these settings, else by reading the
+// workspace and making sure the group and the fields this service writes
+// exist (RapidPro never creates them on the fly). refresh skips the cache.
+func (s *Syncer) setUp(ctx context.Context, rp *rapidpro.Client, settings RapidProSettings, ph *Phase, refresh bool) (bootstrap, error) {
+	key := bootstrapKey(settings)
+	cached, found, err := s.opts.State.bootstrap()
+	if err != nil {
+		return bootstrap{}, err
 	}
-	ph.Requests++
+	if found && cached.Key == key && !refresh {
+		return cached, nil
+	}
+	before := rp.Sent()
+	defer func() { ph.Requests += int(rp.Sent() - before) }()
+	ws, err := rp.Workspace(ctx)
+	if err != nil {
+		return bootstrap{}, fmt.Errorf("workspace: %w", err)
+	}
+	b := bootstrap{Key: key, WorkspaceUUID: ws.UUID, Country: settings.Country, At: s.opts.Now().UTC()}
+	if b.Country == "" {
+		b.Country = strings.ToUpper(ws.Country)
+	}
 	group, err := rp.EnsureGroup(ctx, settings.Group)
 	if err != nil {
-		return "", rapidpro.Group{}, fmt.Errorf("group %q: %w", settings.Group, err)
+		return bootstrap{}, fmt.Errorf("group %q: %w", settings.Group, err)
 	}
-	ph.Requests++
+	b.GroupUUID, b.GroupName = group.UUID, group.Name
 	fields, err := rp.Fields(ctx)
 	if err != nil {
-		return "", rapidpro.Group{}, fmt.Errorf("fields: %w", err)
+		return bootstrap{}, fmt.Errorf("fields: %w", err)
 	}
 	for _, name := range []string{FieldGlobalID} {
 		if slices.ContainsFunc(fields, func(f rapidpro.Field) bool { return f.Key == rapidpro.FieldKey(name) }) {
 			continue
 		}
-		ph.Requests++
 		if _, err := rp.CreateField(ctx, name, "text"); err != nil {
-			return "", rapidpro.Group{}, fmt.Errorf("field %q: %w", name, err)
+			return bootstrap{}, fmt.Errorf("field %q: %w", name, err)
 		}
 	}
-	return country, group, nil
+	if err := s.opts.State.setBootstrap(&b); err != nil {
+		return bootstrap{}, err
+	}
+	return b, nil
 }
 
-// item is one provider's way through a run.
-type item struct {
-	Mapping
-	failed string // reason, when the provider was rejected before any write
+// checkTarget starts the state over when the run's target is not the one
+// the state was built for: links and digests of another workspace, group or
+// policy would skip work the new target needs, and the watermark would hide
+// every worker who did not change since.
+func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report) error {
+	fp := digestOf("target", settings.RapidPro.URL, boot.WorkspaceUUID, boot.GroupUUID,
+		settings.OpenInfoMan.URL, settings.OpenInfoMan.Document, settings.InactivePolicy)
+	stored, err := s.opts.State.Fingerprint()
+	if err != nil || stored == fp {
+		return err
+	}
+	if stored != "" {
+		r.Retargeted = true
+		s.opts.Logger.Warn("the sync target changed (RapidPro workspace or group, OpenInfoMan document, or inactive policy): pulling every provider again")
+	}
+	return s.opts.State.Retarget(fp)
 }
 
 // pull reads the changed providers and maps them, in registry order.
@@ -273,13 +380,79 @@ func (s *Syncer) pull(ctx context.Context, settings OpenInfoManSettings, mapper 
 		return nil, err
 	}
 	r.Providers = len(items)
-	rejectDuplicateKeys(items)
 	return items, nil
+}
+
+// plan puts the work a cut run left pending first (superseded by a newer
+// pull of the same provider), rejects duplicate keys, and works out for each
+// provider the contact it should have, so that a provider whose contact
+// already is that costs no request.
+func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error) {
+	pending, err := s.opts.State.Pending()
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[string]*item, len(pulled))
+	for _, it := range pulled {
+		if it.Key != "" {
+			byKey[it.Key] = it
+		}
+	}
+	items := make([]*item, 0, len(pending)+len(pulled))
+	taken := map[string]bool{}
+	slices.SortFunc(pending, func(a, b Mapping) int { return strings.Compare(a.Key, b.Key) })
+	for _, m := range pending {
+		it := byKey[m.Key]
+		if it == nil {
+			it = &item{Mapping: m}
+		}
+		it.wasPending = true
+		taken[m.Key] = true
+		items = append(items, it)
+	}
+	for _, it := range pulled {
+		if it.Key == "" || !taken[it.Key] {
+			items = append(items, it)
+		}
+	}
+	r.Retried = len(pending)
+
+	keys := make([]string, 0, len(items))
+	for _, it := range items {
+		if it.Key != "" {
+			keys = append(keys, it.Key)
+		}
+	}
+	recs, err := s.opts.State.Records(keys)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range items {
+		it.rec = recs[it.Key]
+	}
+	rejectDuplicateKeys(items)
+	for _, it := range items {
+		it.decide(policy)
+	}
+	return items, nil
+}
+
+// needsRapidPro lists the items whose contact may differ from what they
+// should have, or whose earlier outcome was not confirmed.
+func needsRapidPro(items []*item) []*item {
+	var work []*item
+	for _, it := range items {
+		if it.action != actionNone || it.wasPending {
+			work = append(work, it)
+		}
+	}
+	return work
 }
 
 // rejectDuplicateKeys rejects every provider whose key another provider with
 // a different entity id also has: which of them owns the contact is for the
-// registry to settle, never for a silent pick here.
+// registry to settle, never for a silent pick here. A key the state already
+// holds for one entity id stays with it, whichever delta brings the other.
 func rejectDuplicateKeys(items []*item) {
 	ids := map[string]map[string]bool{}
 	for _, it := range items {
@@ -292,8 +465,15 @@ func rejectDuplicateKeys(items []*item) {
 		ids[it.Key][strings.TrimSpace(it.EntityID)] = true
 	}
 	for _, it := range items {
-		if len(ids[it.Key]) > 1 {
+		id := strings.TrimSpace(it.EntityID)
+		switch owner := it.rec.EntityID; {
+		case it.Key == "":
+		case owner != "" && owner != id:
 			it.failed = ReasonDuplicateGlobalID
+			it.failedDetail = fmt.Sprintf("the key %s already belongs to the registry's %s", it.Key, owner)
+		case owner == "" && len(ids[it.Key]) > 1:
+			it.failed = ReasonDuplicateGlobalID
+			it.failedDetail = "another provider has the same globalid " + it.Key
 		}
 	}
 }
@@ -355,64 +535,56 @@ func globalID(c *rapidpro.Contact) string {
 	return ""
 }
 
-// read finds the contacts the run's providers may already have: by globalid
-// through the managed group or the stored link, then by phone.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, group rapidpro.Group, items []*item, inactivePolicy string, fullPull bool, ph *Phase) (*index, error) {
+// read finds the contacts the run's work may touch. The first run for a
+// target reads the whole workspace once: RapidPro cannot filter contacts by
+// field, and a contact with a provider's globalid or phone outside the group
+// (an earlier tool's, or entered by hand) is found only by reading it. Later
+// runs read only what their linked providers need: each contact by its UUID,
+// or the group when more than the lookup threshold need reading, and each
+// new phone, which RapidPro would otherwise drop on update and still answer
+// 200. A provider without a link after the scan has no contact; its create
+// reports a phone taken since.
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, scan bool) (*index, error) {
 	idx := newIndex()
-	var todo []*item
-	for _, it := range items {
-		leftAlone := it.Status == csd.StatusInactive && inactivePolicy == InactiveIgnore
-		if it.failed == "" && it.Skipped == "" && !leftAlone {
-			todo = append(todo, it)
+	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
+	if scan {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collect); err != nil {
+			return idx, fmt.Errorf("workspace: %w", err)
 		}
-	}
-	if len(todo) == 0 {
 		return idx, nil
 	}
-	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
-	if len(todo) > s.opts.LookupThreshold {
-		// RapidPro cannot filter contacts by field, so a contact with a
-		// provider's globalid outside the group (an earlier tool's, or one
-		// taken out of it) is found only by reading it. A full pull has no
-		// links to go by, so it reads the whole workspace once; later runs
-		// read the group.
-		query, what := rapidpro.ContactQuery{Group: group.UUID}, fmt.Sprintf("group %q", group.Name)
-		if fullPull {
-			query, what = rapidpro.ContactQuery{}, "workspace"
-		}
-		ph.Requests++
-		if err := rp.Contacts(ctx, query, collect); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+	var linked []*item
+	for _, it := range work {
+		if it.action != actionNone && it.rec.UUID != "" {
+			linked = append(linked, it)
 		}
 	}
-	keys := make([]string, 0, len(todo))
-	for _, it := range todo {
-		keys = append(keys, it.Key)
+	if len(linked) > s.opts.LookupThreshold {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
+			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
+		}
 	}
-	links, err := s.opts.State.ContactUUIDs(keys)
-	if err != nil {
-		return nil, err
-	}
-	for _, it := range todo {
-		if idx.byKey[it.Key] != nil {
+	for _, it := range linked {
+		if idx.byUUID[it.rec.UUID] != nil {
 			continue
 		}
-		if uuid := links[it.Key]; uuid != "" {
-			ph.Requests++
-			if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: uuid}, collect); err != nil {
-				return nil, fmt.Errorf("contact %s: %w", uuid, err)
-			}
-			if idx.byKey[it.Key] != nil {
-				continue
-			}
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: it.rec.UUID}, collect); err != nil {
+			return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
 		}
-		for _, urn := range it.Contact.URNs {
-			if idx.byURN[urn] != nil {
+	}
+	looked := map[string]bool{}
+	for _, it := range linked {
+		c := idx.byUUID[it.rec.UUID]
+		if c == nil || it.action != actionSync {
+			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
+		}
+		for _, u := range it.Contact.URNs {
+			if slices.Contains(c.URNs, u) || idx.byURN[u] != nil || looked[u] {
 				continue
 			}
-			ph.Requests++
-			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: urn}, collect); err != nil {
-				return nil, fmt.Errorf("contact %s: %w", urn, err)
+			looked[u] = true
+			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, collect); err != nil {
+				return idx, fmt.Errorf("phone lookup: %w", err)
 			}
 		}
 	}

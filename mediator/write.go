@@ -3,6 +3,7 @@ package mediator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -15,163 +16,277 @@ import (
 const (
 	ReasonDuplicateGlobalID = "duplicate_globalid"
 	ReasonURNConflict       = "urn_conflict"
+	ReasonContactBlocked    = "contact_blocked"
 	ReasonGroupAdd          = "group_add"
 	ReasonGroupRemove       = "group_remove"
+	ReasonBlock             = "block"
 )
 
-// actionChunk is RapidPro's limit on contacts per contact_actions call.
-const actionChunk = 100
+// commitEvery is how many outcomes are recorded per state transaction: a
+// crash loses at most that many, and those are found again in RapidPro
+// (by globalid, or by a create that reports their phone taken), never
+// duplicated.
+const commitEvery = 64
 
-// writer applies one run's decisions to RapidPro.
+// writer applies one run's decisions to RapidPro and records each outcome.
 type writer struct {
-	rp     *rapidpro.Client
-	group  rapidpro.Group
-	idx    *index
-	report *Report
-	phase  *Phase
-	logger *slog.Logger
-	links  map[string]string // key → contact UUID, to store when the run ends
+	rp             *rapidpro.Client
+	groupUUID      string
+	idx            *index
+	report         *Report
+	phase          *Phase
+	logger         *slog.Logger
+	state          *State
+	progress       *progress
+	policy         string
+	maxConsecutive int
 
-	toAdd    []pendingAction
-	toRemove []pendingAction
-	toBlock  []pendingAction
-	stopped  error // set when the rest of the run must wait for the next one
+	toAdd, toRemove, toBlock []*item
+	retry                    []*item // conflicts that later writes may resolve
+
+	stopped        error // set when the rest of the run must wait for the next one
+	consecutive    int   // transient failures in a row
+	bootstrapStale bool  // a write found the group or a field missing
 }
 
-type pendingAction struct {
-	entityID, uuid string
-}
-
-func (w *writer) run(ctx context.Context, items []*item, inactivePolicy string) {
-	for i, it := range items {
-		if w.stopped != nil {
-			w.report.Deferred += countPending(items[i:])
-			break
+// run handles every item, then the group actions, and records all outcomes.
+// The error is the state's: RapidPro failures are in the report.
+func (w *writer) run(ctx context.Context, items []*item) error {
+	for _, it := range items {
+		if w.stopped == nil && ctx.Err() != nil {
+			w.stop(ctx.Err())
 		}
+		if w.stopped != nil && it.action != actionNone && it.failed == "" {
+			w.deferItem(it, it.rec.UUID)
+		} else {
+			w.process(ctx, it)
+		}
+		if err := w.flush(false); err != nil {
+			return err
+		}
+	}
+	// A phone handed from one worker to another in the same delta is free
+	// only once the first worker's contact has let it go.
+	retry := w.retry
+	w.retry = nil
+	for _, it := range retry {
+		it.retried = true
+		if w.stopped == nil && ctx.Err() != nil {
+			w.stop(ctx.Err())
+		}
+		if w.stopped != nil {
+			w.deferItem(it, it.rec.UUID)
+			continue
+		}
+		w.sync(ctx, it)
+	}
+	w.groupActions(ctx, "add", w.toAdd, ReasonGroupAdd, &w.report.GroupAdded)
+	w.groupActions(ctx, "remove", w.toRemove, ReasonGroupRemove, &w.report.GroupRemoved)
+	w.groupActions(ctx, "block", w.toBlock, ReasonBlock, &w.report.Blocked)
+	return w.flush(true)
+}
+
+func (w *writer) flush(force bool) error {
+	if force || w.progress.len() >= commitEvery {
+		return w.state.commit(w.progress)
+	}
+	return nil
+}
+
+func (w *writer) process(ctx context.Context, it *item) {
+	switch {
+	case it.Key == "":
+		w.report.Skipped[it.Skipped]++
+	case it.failed != "":
+		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
+	case len(w.idx.duplicates[it.Key]) > 0:
+		w.reject(it, it.rec.UUID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro")
+	case it.action == actionRetire:
+		w.retire(it)
+	case it.action == actionSync:
+		w.sync(ctx, it)
+	default:
 		switch {
+		case it.Status == csd.StatusInactive:
+			w.report.Inactive++
 		case it.Skipped != "":
 			w.report.Skipped[it.Skipped]++
-		case it.failed != "":
-			w.reject(it.EntityID, it.failed, "another provider has the same globalid "+it.Key, false)
-		case len(w.idx.duplicates[it.Key]) > 0:
-			w.reject(it.EntityID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro", false)
-		case it.Status == csd.StatusInactive:
-			w.retire(it, inactivePolicy)
 		default:
-			w.sync(ctx, it)
+			w.report.Unchanged++
 		}
+		w.done(it, it.rec.UUID)
 	}
-	w.groupActions(ctx, "add", w.toAdd, ReasonGroupAdd, func() { w.report.GroupAdded++ })
-	w.groupActions(ctx, "remove", w.toRemove, ReasonGroupRemove, func() { w.report.GroupRemoved++ })
-	w.groupActions(ctx, "block", w.toBlock, "block", func() { w.report.Blocked++ })
-}
-
-// countPending counts the providers a stopped run leaves for the next.
-func countPending(items []*item) int {
-	n := 0
-	for _, it := range items {
-		if it.Skipped == "" && it.failed == "" {
-			n++
-		}
-	}
-	return n
 }
 
 // retire applies the inactive policy to a provider no longer active.
-func (w *writer) retire(it *item, policy string) {
+func (w *writer) retire(it *item) {
 	w.report.Inactive++
-	c := w.idx.byKey[it.Key]
-	if c == nil || policy == InactiveIgnore {
-		return
+	uuid := it.rec.UUID
+	c := w.idx.byUUID[uuid]
+	if c == nil {
+		c = w.idx.byKey[it.Key]
 	}
-	w.links[it.Key] = c.UUID
+	if c != nil {
+		uuid = c.UUID
+	}
 	switch {
-	case policy == InactiveRemoveFromGroup && inGroup(c, w.group.UUID):
-		w.toRemove = append(w.toRemove, pendingAction{it.EntityID, c.UUID})
-	case policy == InactiveBlock && c.Status == "active":
-		w.toBlock = append(w.toBlock, pendingAction{it.EntityID, c.UUID})
+	case uuid == "":
+		w.done(it, "") // never had a contact: nothing to take away
+	case c != nil && w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID),
+		c != nil && w.policy == InactiveBlock && c.Status == "blocked":
+		w.done(it, uuid)
+	case w.policy == InactiveRemoveFromGroup:
+		it.uuid = uuid
+		w.toRemove = append(w.toRemove, it)
+	case w.policy == InactiveBlock:
+		it.uuid = uuid
+		w.toBlock = append(w.toBlock, it)
 	}
+}
+
+// contactOf is the contact the provider is linked to or, failing that, one
+// it may take over: its globalid's, or one entered by hand with its phone.
+func (w *writer) contactOf(it *item) *rapidpro.Contact {
+	if c := w.idx.byUUID[it.rec.UUID]; c != nil && it.rec.UUID != "" {
+		return c
+	}
+	if c := w.idx.byKey[it.Key]; c != nil {
+		return c
+	}
+	for _, u := range it.Contact.URNs {
+		if owner := w.idx.byURN[u]; owner != nil && globalID(owner) == "" {
+			return owner
+		}
+	}
+	return nil
 }
 
 // sync creates or updates one active provider's contact, if it differs.
 func (w *writer) sync(ctx context.Context, it *item) {
-	c := w.idx.byKey[it.Key]
-	if c == nil {
-		// A contact someone entered by hand with this phone is adopted rather
-		// than duplicated; one linked to another health worker is not.
-		for _, u := range it.Contact.URNs {
-			if owner := w.idx.byURN[u]; owner != nil && globalID(owner) == "" {
-				c = owner
-				break
-			}
-		}
-	}
-	var urns, taken []string
+	c := w.contactOf(it)
+	var free, taken []string
 	for _, u := range it.Contact.URNs {
 		if owner := w.idx.byURN[u]; owner != nil && owner != c {
 			taken = append(taken, u)
 		} else {
-			urns = append(urns, u)
+			free = append(free, u)
 		}
 	}
-	if len(taken) > 0 {
+	if len(taken) > 0 && !it.retried {
+		w.retry = append(w.retry, it)
+		return
+	}
+	if len(free) == 0 {
 		w.report.URNConflicts += len(taken)
-		w.logger.Warn("phone belongs to another contact", "entity_id", it.EntityID, "urns", taken)
-	}
-	if len(urns) == 0 {
-		w.reject(it.EntityID, ReasonURNConflict, "every phone belongs to another contact: "+strings.Join(taken, ", "), false)
+		w.reject(it, uuidOf(c), ReasonURNConflict, "every phone belongs to another contact: "+strings.Join(taken, ", "))
 		return
 	}
-
 	if c == nil {
-		w.create(ctx, it, urns)
+		w.create(ctx, it, free, taken)
 		return
 	}
-	w.links[it.Key] = c.UUID
-	if change, ok := contactChange(c, it.Contact, urns); ok {
-		w.phase.Requests++
-		updated, err := w.rp.UpdateContact(ctx, c.UUID, change)
-		if err != nil {
-			w.fail(it.EntityID, err)
-			return
-		}
-		// RapidPro drops a phone that another contact took meanwhile and still
-		// answers 200; only the answer shows it.
-		if missing := missingURNs(change.URNs, updated.URNs); len(missing) > 0 {
-			w.report.URNConflicts += len(missing)
-			w.logger.Warn("RapidPro kept a phone on another contact", "entity_id", it.EntityID, "urns", missing)
-		}
-		w.idx.add(&updated)
-		c = &updated
-		w.report.Updated++
-	} else {
+	change, changed := contactChange(c, it.Contact, free)
+	if !changed {
 		w.report.Unchanged++
+		w.settle(it, c, taken)
+		return
 	}
-	if !inGroup(c, w.group.UUID) && c.Status == "active" {
-		w.toAdd = append(w.toAdd, pendingAction{it.EntityID, c.UUID})
+	updated, err := w.rp.UpdateContact(ctx, c.UUID, change)
+	if err != nil {
+		if rapidpro.KindOf(err) == rapidpro.KindNotFound {
+			// Deleted in RapidPro since it was read: the next run creates
+			// it anew.
+			it.rec.UUID = ""
+			w.idx.remove(c)
+		}
+		w.fail(it, uuidOf(c), err)
+		return
 	}
+	w.consecutive = 0
+	w.idx.add(&updated)
+	w.report.Updated++
+	// RapidPro drops a phone that another contact holds and still answers
+	// 200; only the answer shows it.
+	w.settle(it, &updated, append(taken, missingURNs(change.URNs, updated.URNs)...))
 }
 
-func (w *writer) create(ctx context.Context, it *item, urns []string) {
-	w.phase.Requests++
+func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 	created, err := w.rp.CreateContact(ctx, rapidpro.ContactWrite{
 		Name:   it.Contact.Name,
-		URNs:   urns,
-		Groups: []string{w.group.UUID},
+		URNs:   free,
+		Groups: []string{w.groupUUID},
 		Fields: fieldPointers(it.Contact.Fields),
 	})
 	if err != nil {
-		w.fail(it.EntityID, err)
+		if rapidpro.KindOf(err) == rapidpro.KindURNInUse && !it.lookedUp {
+			// A phone is held by a contact the last read did not show: one
+			// entered since, or this service's own whose record a crash
+			// lost. Find it and decide again rather than duplicate.
+			it.lookedUp = true
+			if err := w.lookUp(ctx, free); err != nil {
+				w.fail(it, "", err)
+				return
+			}
+			w.sync(ctx, it)
+			return
+		}
+		w.fail(it, "", err)
 		return
 	}
+	w.consecutive = 0
 	w.idx.add(&created)
-	w.links[it.Key] = created.UUID
 	w.report.Created++
+	w.settle(it, &created, taken)
+}
+
+// lookUp adds the contacts holding urns to the index.
+func (w *writer) lookUp(ctx context.Context, urns []string) error {
+	for _, u := range urns {
+		err := w.rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, func(c rapidpro.Contact) error {
+			w.idx.add(&c)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settle finishes a provider whose contact c now holds what it was sent:
+// it is rejected when a phone is held elsewhere or the contact is blocked,
+// and otherwise joins the group (or is done if it is in it).
+func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
+	if len(conflicts) > 0 {
+		w.report.URNConflicts += len(conflicts)
+		w.reject(it, c.UUID, ReasonURNConflict, "phones held by other contacts: "+strings.Join(conflicts, ", "))
+		it.noDigest = true
+	}
+	switch {
+	case c.Status == "blocked" || c.Status == "stopped" || c.Status == "archived":
+		// Never unblocked automatically: unblocking also clears an opt-out.
+		if !it.noDigest {
+			w.reject(it, c.UUID, ReasonContactBlocked, "the contact is "+c.Status+" in RapidPro; it cannot join the group until a person unblocks it")
+		}
+	case !inGroup(c, w.groupUUID):
+		it.uuid = c.UUID
+		w.toAdd = append(w.toAdd, it)
+	case !it.noDigest:
+		w.done(it, c.UUID)
+	}
+}
+
+func uuidOf(c *rapidpro.Contact) string {
+	if c == nil {
+		return ""
+	}
+	return c.UUID
 }
 
 // contactChange is the update that brings c to the mapped contact: only the
 // keys that differ and only the fields this service owns. The HR record owns
-// the phones, so the tel URNs are replaced, and other schemes kept.
+// the phones, so the tel URNs are replaced when they differ as a set (the
+// order RapidPro keeps is its own), and other schemes kept.
 func contactChange(c *rapidpro.Contact, want Contact, urns []string) (rapidpro.ContactWrite, bool) {
 	var change rapidpro.ContactWrite
 	changed := false
@@ -186,7 +301,7 @@ func contactChange(c *rapidpro.Contact, want Contact, urns []string) (rapidpro.C
 			other = append(other, u)
 		}
 	}
-	if !slices.Equal(tel, urns) {
+	if !sameSet(tel, urns) {
 		change.URNs, changed = append(slices.Clone(urns), other...), true
 	}
 	for k, v := range want.Fields {
@@ -198,6 +313,10 @@ func contactChange(c *rapidpro.Contact, want Contact, urns []string) (rapidpro.C
 		}
 	}
 	return change, changed
+}
+
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 func missingURNs(sent, got []string) []string {
@@ -225,70 +344,139 @@ func inGroup(c *rapidpro.Contact, groupUUID string) bool {
 // groupActions applies a contact_actions action in chunks of 100. RapidPro
 // fails a whole chunk for one bad contact, so a failed chunk is halved until
 // the contact that fails it is found.
-func (w *writer) groupActions(ctx context.Context, action string, pending []pendingAction, reason string, done func()) {
-	for chunk := range slices.Chunk(pending, actionChunk) {
-		w.groupAction(ctx, action, chunk, reason, done)
+func (w *writer) groupActions(ctx context.Context, action string, items []*item, reason string, count *int) {
+	for chunk := range slices.Chunk(items, rapidpro.MaxActionContacts) {
+		w.groupAction(ctx, action, chunk, reason, count)
 	}
 }
 
-func (w *writer) groupAction(ctx context.Context, action string, pending []pendingAction, reason string, done func()) {
+func (w *writer) groupAction(ctx context.Context, action string, items []*item, reason string, count *int) {
+	if w.stopped == nil && ctx.Err() != nil {
+		w.stop(ctx.Err())
+	}
 	if w.stopped != nil {
-		w.report.Deferred += len(pending)
+		for _, it := range items {
+			w.deferItem(it, it.uuid)
+		}
 		return
 	}
-	uuids := make([]string, len(pending))
-	for i, p := range pending {
-		uuids[i] = p.uuid
+	uuids := make([]string, len(items))
+	for i, it := range items {
+		uuids[i] = it.uuid
 	}
-	group := w.group.UUID
+	group := w.groupUUID
 	if action == "block" {
 		group = ""
 	}
-	w.phase.Requests++
 	err := w.rp.ContactAction(ctx, action, uuids, group)
 	switch {
 	case err == nil:
-		for range pending {
-			done()
+		w.consecutive = 0
+		for _, it := range items {
+			*count++
+			w.done(it, it.uuid)
 		}
-	case len(pending) > 1 && !isTransient(err):
-		half := len(pending) / 2
-		w.groupAction(ctx, action, pending[:half], reason, done)
-		w.groupAction(ctx, action, pending[half:], reason, done)
+	case len(items) > 1 && !stopsRun(err) && !isTransient(err):
+		half := len(items) / 2
+		w.groupAction(ctx, action, items[:half], reason, count)
+		w.groupAction(ctx, action, items[half:], reason, count)
 	default:
-		for _, p := range pending {
-			w.failAs(p.entityID, reason, err)
+		for _, it := range items {
+			w.failAs(it, it.uuid, reason, err)
 		}
 	}
 }
 
-// fail records a RapidPro error against a provider, by the error's kind.
-func (w *writer) fail(entityID string, err error) {
-	w.failAs(entityID, errorReason(err), err)
+// done records that the provider's contact is as desired.
+func (w *writer) done(it *item, uuid string) {
+	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest}
+	if it.noDigest {
+		rec.Digest = ""
+	}
+	w.record(it, rec)
 }
 
-func (w *writer) failAs(entityID, reason string, err error) {
-	transient := isTransient(err)
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || rapidpro.KindOf(err) == rapidpro.KindThrottled {
-		// Waiting longer than a run may is the next run's job.
-		if w.stopped == nil {
-			w.stopped = err
-			w.logger.Warn("writes stopped, the rest is left for the next run", "err", err)
-		}
-		w.report.Deferred++
-		w.report.Transient++
+// owner is the entity id the state keeps for the key: the first one seen.
+func owner(it *item) string {
+	if it.rec.EntityID != "" {
+		return it.rec.EntityID
+	}
+	return strings.TrimSpace(it.EntityID)
+}
+
+func (w *writer) record(it *item, rec Record) {
+	if it.Key == "" {
 		return
 	}
-	w.reject(entityID, reason, err.Error(), transient)
+	if rec != it.rec {
+		w.progress.records[it.Key] = rec
+	}
+	if it.wasPending {
+		w.progress.pending[it.Key] = nil
+	}
 }
 
-func (w *writer) reject(entityID, reason, detail string, transient bool) {
-	w.report.Failed[reason]++
-	if transient {
-		w.report.Transient++
+// deferItem leaves the provider for the next run, which tries it first.
+func (w *writer) deferItem(it *item, uuid string) {
+	w.report.Deferred++
+	w.keepPending(it, uuid)
+}
+
+func (w *writer) keepPending(it *item, uuid string) {
+	m := it.Mapping
+	w.progress.pending[it.Key] = &m
+	if uuid != it.rec.UUID {
+		// Keep what was learnt: the next run need not look for it again.
+		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid}
 	}
-	w.report.addReject(Reject{EntityID: entityID, Reason: reason, Detail: detail})
-	w.logger.Warn("provider not synced", "entity_id", entityID, "reason", reason, "detail", detail)
+}
+
+// fail handles a RapidPro error for a provider, by the error's kind.
+func (w *writer) fail(it *item, uuid string, err error) {
+	w.failAs(it, uuid, errorReason(err), err)
+}
+
+// failAs sorts a failure into three outcomes: failures that every provider
+// would meet alike stop the run and defer the rest; transient ones keep this
+// provider pending for the next run (and stop the run when they come in a
+// row); the rest are rejects that wait for the registry record to change.
+func (w *writer) failAs(it *item, uuid, reason string, err error) {
+	switch {
+	case missingSetup(err):
+		w.bootstrapStale = true
+		w.stop(fmt.Errorf("the group or a field this service set up is gone from RapidPro, the next run sets them up again: %w", err))
+		w.deferItem(it, uuid)
+	case stopsRun(err):
+		w.stop(err)
+		w.deferItem(it, uuid)
+	case isTransient(err):
+		w.report.Failed[reason]++
+		w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: err.Error() + " (retried next run)"})
+		w.logger.Warn("provider not synced, retried next run", "entity_id", it.EntityID, "reason", reason, "err", err)
+		w.keepPending(it, uuid)
+		if w.consecutive++; w.maxConsecutive > 0 && w.consecutive >= w.maxConsecutive {
+			w.stop(fmt.Errorf("RapidPro failed %d times in a row: %w", w.consecutive, err))
+		}
+	default:
+		w.consecutive = 0
+		w.reject(it, uuid, reason, err.Error())
+	}
+}
+
+func (w *writer) stop(err error) {
+	if w.stopped != nil {
+		return
+	}
+	w.stopped = err
+	w.report.StoppedBy = err.Error()
+	w.logger.Warn("writes stopped; the rest is left pending for the next run", "err", err)
+}
+
+func (w *writer) reject(it *item, uuid, reason, detail string) {
+	w.report.Failed[reason]++
+	w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: detail})
+	w.logger.Warn("provider not synced", "entity_id", it.EntityID, "reason", reason, "detail", detail)
+	w.record(it, Record{EntityID: owner(it), UUID: uuid})
 }
 
 // errorReason names a RapidPro failure for counts and metrics.
@@ -301,12 +489,36 @@ func errorReason(err error) string {
 	return "error"
 }
 
-// isTransient tells the failures worth trying again next run, which hold the
-// watermark back, from rejects that will not change until the data does.
-func isTransient(err error) bool {
-	switch rapidpro.KindOf(err) {
-	case rapidpro.KindServer, rapidpro.KindTransport, rapidpro.KindThrottled:
+// stopsRun tells the failures every further request would meet too: the
+// run's time is up, RapidPro asks to wait longer than a run may, the token
+// is refused, or the workspace is full.
+func stopsRun(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	switch rapidpro.KindOf(err) {
+	case rapidpro.KindThrottled, rapidpro.KindForbidden, rapidpro.KindLimit:
+		return true
+	}
+	return false
+}
+
+// isTransient tells the failures worth trying again next run.
+func isTransient(err error) bool {
+	switch rapidpro.KindOf(err) {
+	case rapidpro.KindServer, rapidpro.KindTransport:
+		return true
+	}
+	return false
+}
+
+// missingSetup tells a write refused because the group or a field this
+// service set up is gone: the cached bootstrap is stale.
+func missingSetup(err error) bool {
+	var e *rapidpro.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Kind == rapidpro.KindUnknownField || (e.Kind == rapidpro.KindValidation && len(e.Fields["groups"]) > 0) ||
+		(e.Kind == rapidpro.KindValidation && slices.ContainsFunc(e.Fields["group"], func(m string) bool { return strings.Contains(m, "No such object") }))
 }

@@ -37,9 +37,11 @@ func TestContactChange(t *testing.T) {
 		{name: "phone replaced, other schemes kept after it", current: current(func(c *rapidpro.Contact) {
 			c.URNs = []string{"whatsapp:231777000000", "tel:+231886000000"}
 		}), urns: want.URNs, change: rapidpro.ContactWrite{URNs: []string{"tel:+231777123401", "whatsapp:231777000000"}}, changed: true},
-		{name: "phone order matters: the first is preferred", current: current(func(c *rapidpro.Contact) {
+		{name: "phone order is RapidPro's: the same set is no change", current: current(func(c *rapidpro.Contact) {
 			c.URNs = []string{"tel:+231886000000", "tel:+231777123401"}
-		}), urns: []string{"tel:+231777123401", "tel:+231886000000"}, change: rapidpro.ContactWrite{URNs: []string{"tel:+231777123401", "tel:+231886000000"}}, changed: true},
+		}), urns: []string{"tel:+231777123401", "tel:+231886000000"}},
+		{name: "a phone added", current: current(nil), urns: []string{"tel:+231777123401", "tel:+231886000000"},
+			change: rapidpro.ContactWrite{URNs: []string{"tel:+231777123401", "tel:+231886000000"}}, changed: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

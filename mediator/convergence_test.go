@@ -1,0 +1,426 @@
+package mediator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openhie/mhero-mediator/csd/csdtest"
+	"github.com/openhie/mhero-mediator/openhim"
+	"github.com/openhie/mhero-mediator/openhim/openhimtest"
+	"github.com/openhie/mhero-mediator/rapidpro"
+	"github.com/openhie/mhero-mediator/rapidpro/rapidprotest"
+)
+
+// hw is one health worker of a hand-made directory.
+type hw struct {
+	id, name string
+	phones   []string
+	status   string // default Active
+	updated  string // default 2024-03-01T09:00:00Z
+}
+
+func directory(workers ...hw) []byte {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><CSD xmlns="urn:ihe:iti:csd:2013"><organizationDirectory/><serviceDirectory/><facilityDirectory/><providerDirectory>`)
+	for _, w := range workers {
+		status, updated := w.status, w.updated
+		if status == "" {
+			status = "Active"
+		}
+		if updated == "" {
+			updated = "2024-03-01T09:00:00Z"
+		}
+		fmt.Fprintf(&b, `<provider entityID=%q><demographic><name><commonName>%s</commonName></name>`, w.id, w.name)
+		for _, p := range w.phones {
+			fmt.Fprintf(&b, `<contactPoint><codedType code="BP" codingScheme="urn:ihe:iti:csd:2013:contactPoint">%s</codedType></contactPoint>`, p)
+		}
+		fmt.Fprintf(&b, `</demographic><record created="2024-01-01T00:00:00Z" updated=%q status=%q/></provider>`, updated, status)
+	}
+	b.WriteString(`</providerDirectory></CSD>`)
+	return []byte(b.String())
+}
+
+// later is a record date after the env clock's start, so that a delta run
+// pulls the provider.
+const later = "2025-01-01T07:30:00Z"
+
+func (e *env) setDirectory(workers ...hw) {
+	e.t.Helper()
+	if err := e.registry.SetDocument(directory(workers...)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// next advances the clock and triggers a run, returning it and the RapidPro
+// requests it made.
+func (e *env) next() (openhimtest.Transaction, []rapidprotest.Request) {
+	e.t.Helper()
+	e.clock.Advance(time.Hour)
+	before := len(e.workspace.Requests())
+	tx := e.trigger()
+	return tx, e.workspace.Requests()[before:]
+}
+
+func (e *env) contactOf(id string) (rapidpro.Contact, bool) {
+	c, ok := contactsByGlobalID(e.workspace.Contacts())[strings.ToLower(id)]
+	return c, ok
+}
+
+func wantProps(t *testing.T, tx openhimtest.Transaction, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got := tx.Response.Properties[k]; got != v {
+			t.Errorf("property %s = %q, want %q\n%s", k, got, v, tx.RawBody)
+		}
+	}
+}
+
+func TestIdleRunMakesNoRapidProRequests(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.trigger()
+	tx, reqs := e.next()
+	if len(reqs) != 0 {
+		t.Fatalf("an idle run made %d RapidPro requests: %+v", len(reqs), reqs)
+	}
+	if tx.Response.Status != openhim.StatusCompletedWithErrors && tx.Response.Status != openhim.StatusSuccessful {
+		t.Fatalf("status %q", tx.Response.Status)
+	}
+}
+
+// Record dates that moved without a change of data cost nothing: the
+// state's digests answer for them.
+func TestTouchedRecordsCostNoRequests(t *testing.T) {
+	var doc bytes.Buffer
+	if err := csdtest.Generate(&doc, 300, csdtest.GenerateOptions{Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{doc: doc.Bytes(), pageSize: 100})
+	e.trigger()
+	doc.Reset()
+	if err := csdtest.Generate(&doc, 300, csdtest.GenerateOptions{Seed: 7, Start: time.Date(2025, 1, 1, 6, 30, 0, 0, time.UTC), Step: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.registry.SetDocument(doc.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	tx, reqs := e.next()
+	if got := tx.Response.Properties["providers"]; got != "300" {
+		t.Fatalf("the delta pulled %s providers, want all 300 touched", got)
+	}
+	if len(reqs) != 0 {
+		t.Fatalf("300 touched providers cost %d RapidPro requests, want 0", len(reqs))
+	}
+}
+
+func TestPhoneOrderIsNotChurn(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001", "0886 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	// RapidPro keeps its own order; the same set written the other way round
+	// is no change.
+	a.phones, a.updated = []string{"0886 100 001", "0777 100 001"}, later
+	e.setDirectory(a)
+	_, reqs := e.next()
+	if len(reqs) != 0 {
+		t.Fatalf("reordered phones cost %d requests: %+v", len(reqs), reqs)
+	}
+}
+
+// Measured case 2: the new phone is held by a contact the run never looked
+// up; RapidPro drops it on update with 200.
+func TestLinkedContactNeverLosesEveryPhone(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	// Someone else enters the worker's new number by hand, after the scan.
+	e.workspace.AddContact(rapidpro.Contact{Name: "Stranger", URNs: []string{"tel:+231886100002"}})
+	a.phones, a.updated = []string{"0886 100 002"}, later
+	e.setDirectory(a)
+	tx, _ := e.next()
+	c, _ := e.contactOf("urn:uuid:a")
+	if len(c.URNs) == 0 {
+		t.Fatalf("the contact lost every phone: %+v", c)
+	}
+	if tx.Response.Status == openhim.StatusSuccessful {
+		t.Fatalf("a contact that differs from the registry was reported Successful: %s", tx.RawBody)
+	}
+	wantProps(t, tx, map[string]string{"failed_urn_conflict": "1"})
+}
+
+// Measured case 3: a duplicate key in a later delta.
+func TestLaterDeltaDuplicateKeyIsRejected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	first := hw{id: "urn:uuid:bb01", name: "First Worker", phones: []string{"0777 100 001"}}
+	e.setDirectory(first)
+	e.trigger()
+	second := hw{id: "URN:UUID:BB01", name: "Second Worker", phones: []string{"0777 200 002"}, updated: later}
+	e.setDirectory(first, second)
+	tx, _ := e.next()
+	c, _ := e.contactOf("urn:uuid:bb01")
+	if c.Name != "First Worker" || !slices.Equal(c.URNs, []string{"tel:+231777100001"}) {
+		t.Fatalf("the first worker's contact was overwritten: %+v", c)
+	}
+	wantProps(t, tx, map[string]string{"failed_duplicate_globalid": "1"})
+}
+
+// Measured case 5: a phone handed from A to B in one delta, B first.
+func TestPhoneHandedOnInOneDelta(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	b := hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 300 003"}}
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(b, a)
+	e.trigger()
+	b.phones, b.updated = []string{"0777 100 001"}, later
+	a.phones, a.updated = []string{"0886 100 009"}, later
+	e.setDirectory(b, a)
+	tx, _ := e.next()
+	if tx.Response.Status != openhim.StatusSuccessful {
+		t.Fatalf("status %q: %s", tx.Response.Status, tx.RawBody)
+	}
+	cb, _ := e.contactOf("urn:uuid:b")
+	ca, _ := e.contactOf("urn:uuid:a")
+	if !slices.Equal(cb.URNs, []string{"tel:+231777100001"}) || !slices.Equal(ca.URNs, []string{"tel:+231886100009"}) {
+		t.Fatalf("B %q, A %q", cb.URNs, ca.URNs)
+	}
+}
+
+// Measured case 6: 403 and 409 stop the run; the provider stays pending and
+// is done by the next run.
+func TestForbiddenAndLimitKeepWorkPending(t *testing.T) {
+	for _, status := range []int{http.StatusForbidden, http.StatusConflict} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			e.setDirectory(hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}},
+				hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 200 002"}})
+			e.workspace.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Status: status})
+			tx := e.trigger()
+			wantProps(t, tx, map[string]string{"created": "0", "deferred": "2", "pending": "2"})
+			if tx.Response.Status != openhim.StatusCompletedWithErrors {
+				t.Fatalf("status %q", tx.Response.Status)
+			}
+			tx, _ = e.next()
+			wantProps(t, tx, map[string]string{"created": "2", "retried": "2", "pending": "0"})
+			if n := len(e.workspace.Contacts()); n != 2 {
+				t.Fatalf("%d contacts, want 2", n)
+			}
+		})
+	}
+}
+
+// Measured case 7: a new target gets every worker, not only the next delta.
+func TestTargetChangeForcesFullPull(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.setDirectory(hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}})
+	e.trigger()
+	next := e.syncer.Settings()
+	next.RapidPro.Group = "mHero Console"
+	if err := e.syncer.SetSettings(next); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"since": "full pull", "providers": "1", "group_added": "1"})
+	c, _ := e.contactOf("urn:uuid:a")
+	if !slices.Contains(groupNames(c), "mHero Console") {
+		t.Fatalf("groups %q", groupNames(c))
+	}
+}
+
+// Measured case 8: an inactive worker whose phone was struck off too.
+func TestInactiveWithoutPhoneIsRetired(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	a.phones, a.status, a.updated = nil, "Inactive", later
+	e.setDirectory(a)
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"group_removed": "1"})
+	if c, _ := e.contactOf("urn:uuid:a"); len(c.Groups) != 0 {
+		t.Fatalf("still in %q", groupNames(c))
+	}
+}
+
+// Measured case 9: a reactivated worker whose contact is still blocked.
+func TestReactivatedBlockedContactIsReported(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	next := e.syncer.Settings()
+	next.InactivePolicy = InactiveBlock
+	if err := e.syncer.SetSettings(next); err != nil {
+		t.Fatal(err)
+	}
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	a.status, a.updated = "Inactive", later
+	e.setDirectory(a)
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"blocked": "1"})
+	a.status, a.updated = "Active", "2025-01-01T09:30:00Z"
+	e.setDirectory(a)
+	tx, _ = e.next()
+	if tx.Response.Status == openhim.StatusSuccessful {
+		t.Fatalf("a worker whose contact is blocked was reported Successful: %s", tx.RawBody)
+	}
+	wantProps(t, tx, map[string]string{"failed_contact_blocked": "1"})
+}
+
+// Measured case 11: a run cut by its timeout defers what is left, and the
+// next run finishes it.
+func TestTimeoutDefersTheRest(t *testing.T) {
+	var workers []hw
+	for i := range 40 {
+		workers = append(workers, hw{id: fmt.Sprintf("urn:uuid:w%02d", i), name: "W", phones: []string{fmt.Sprintf("0777 100 %03d", i)}})
+	}
+	e := newEnv(t, envOptions{doc: directory(workers...), ratePerHour: 3600 * 40}) // 25 ms a request
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	r, err := e.syncer.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Deferred == 0 || r.Created == 0 || sum(r.Failed) != 0 {
+		t.Fatalf("created %d, deferred %d, failed %v: want some of each but failures", r.Created, r.Deferred, r.Failed)
+	}
+	if r.Pending != r.Deferred {
+		t.Fatalf("pending %d, deferred %d", r.Pending, r.Deferred)
+	}
+	e.clock.Advance(time.Hour)
+	r, _ = e.syncer.Run(context.Background())
+	if r.Pending != 0 || len(e.workspace.Contacts()) != 40 {
+		t.Fatalf("second run: pending %d, %d contacts", r.Pending, len(e.workspace.Contacts()))
+	}
+}
+
+// A RapidPro that is down stops the run after a few failures in a row
+// rather than trying every provider.
+func TestConsecutiveFailuresStopTheRun(t *testing.T) {
+	var workers []hw
+	for i := range 30 {
+		workers = append(workers, hw{id: fmt.Sprintf("urn:uuid:w%02d", i), name: "W", phones: []string{fmt.Sprintf("0777 100 %03d", i)}})
+	}
+	e := newEnv(t, envOptions{doc: directory(workers...)})
+	e.workspace.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Status: http.StatusInternalServerError, Times: 1000})
+	r, _ := e.syncer.Run(context.Background())
+	if r.Created != 0 || r.Pending != 30 || !strings.Contains(r.StoppedBy, "in a row") {
+		t.Fatalf("created %d, pending %d, stopped by %q", r.Created, r.Pending, r.StoppedBy)
+	}
+	creates := 0
+	for _, q := range e.workspace.Requests() {
+		if q.Method == http.MethodPost && strings.HasSuffix(q.Path, "contacts.json") {
+			creates++
+		}
+	}
+	if creates > 5 {
+		t.Fatalf("%d creates sent to a RapidPro that is down, want at most 5", creates)
+	}
+}
+
+// A crash that loses the record of the last creates never duplicates them:
+// the create of the next run finds the phone taken by its own contact.
+func TestLostRecordsAreFoundNotDuplicated(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	// As if the process died after the create and before its record.
+	if err := e.state.commit(&progress{records: map[string]Record{"urn:uuid:a": {EntityID: "urn:uuid:a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.state.SetWatermark(time.Time{})
+	tx, _ := e.next()
+	if n := len(e.workspace.Contacts()); n != 1 {
+		t.Fatalf("%d contacts, want 1: %s", n, tx.RawBody)
+	}
+	if tx.Response.Status != openhim.StatusSuccessful {
+		t.Fatalf("status %q: %s", tx.Response.Status, tx.RawBody)
+	}
+	_, reqs := e.next()
+	if len(reqs) != 0 {
+		t.Fatalf("the run after made %d requests", len(reqs))
+	}
+}
+
+// The acceptance case of a national first sync: 10,000 providers against a
+// RapidPro enforcing its default 3,600 requests an hour, with time scaled so
+// that an hour of budget passes in 3 s and a run may take 55 min / scale.
+// Every run must add progress, and all runs together may spend at most one
+// write per provider, plus 40, plus 10 a run.
+func TestFirstSyncConvergesAtRapidProRate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("time-scaled: test.sh runs it without -race, where the fakes keep up with the scaled rate")
+	}
+	const (
+		providers = 10_000
+		scale     = 1200
+	)
+	var doc bytes.Buffer
+	if err := csdtest.Generate(&doc, providers, csdtest.GenerateOptions{Seed: 42}); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{
+		doc: doc.Bytes(), pageSize: 500, ratePerHour: 3600 * scale,
+		workspace: rapidprotest.Options{RateLimit: 3600, RateWindow: time.Hour / scale},
+	})
+	runTimeout := 55 * time.Minute / scale
+
+	var runs, total, created, rejected int
+	lastPending := -1
+	for runs = 1; ; runs++ {
+		if runs > 40 {
+			t.Fatalf("no convergence after 40 runs: %d created, %d pending", created, lastPending)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+		before := len(e.workspace.Requests())
+		r, err := e.syncer.Run(ctx)
+		cancel()
+		if err != nil || r.Status == openhim.StatusFailed {
+			t.Fatalf("run %d: %v %v", runs, err, r.Err)
+		}
+		made := len(e.workspace.Requests()) - before
+		total += made
+		created += r.Created
+		rejected += sum(r.Failed)
+		t.Logf("run %d: %d requests, %d created, %d deferred, %d pending, %d failed", runs, made, r.Created, r.Deferred, r.Pending, sum(r.Failed))
+		if made == 0 {
+			break
+		}
+		if lastPending >= 0 && r.Pending >= lastPending && r.Created == 0 {
+			t.Fatalf("run %d added no progress: pending %d", runs, r.Pending)
+		}
+		lastPending = r.Pending
+		e.clock.Advance(time.Minute)
+	}
+	if budget := providers + 40 + 10*runs; total > budget {
+		t.Errorf("%d RapidPro requests over %d runs, budget %d", total, runs, budget)
+	}
+	contacts := e.workspace.Contacts()
+	if len(contacts) != created || len(contactsByGlobalID(contacts)) != created {
+		t.Errorf("%d contacts (%d distinct globalids), %d created: a duplicate or a lost create", len(contacts), len(contactsByGlobalID(contacts)), created)
+	}
+	want := 0
+	for i := range providers {
+		if i%3 != 0 && i%10 != 9 { // csdtest: i mod 3 phones, every tenth inactive
+			want++
+		}
+	}
+	// A provider with one phone taken by another worker is both created
+	// (with the others) and rejected.
+	if created > want || created+rejected < want {
+		t.Errorf("%d created and %d rejected, want %d active providers with a phone accounted for", created, rejected, want)
+	}
+	throttled := 0
+	for _, q := range e.workspace.Requests() {
+		if q.Status == http.StatusTooManyRequests {
+			throttled++
+		}
+	}
+	t.Logf("converged in %d runs: %d requests (budget %d), %d contacts, %d rejected, %d answered 429", runs, total, providers+40+10*runs, len(contacts), rejected, throttled)
+}

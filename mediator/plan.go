@@ -1,0 +1,81 @@
+package mediator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/openhie/mhero-mediator/csd"
+)
+
+// action is what a provider needs from RapidPro in this run.
+type action int
+
+const (
+	// actionNone: nothing to write, because the contact already is what the
+	// state's digest says was confirmed, or the provider is skipped or
+	// rejected before any write.
+	actionNone action = iota
+	// actionSync: create or update the contact and put it in the group.
+	actionSync
+	// actionRetire: apply the inactive policy to the contact, if any.
+	actionRetire
+)
+
+// item is one provider's way through a run.
+type item struct {
+	Mapping
+	rec          Record // what the state knew of it
+	wasPending   bool   // left by an earlier run; cleared from the state once settled
+	action       action
+	digest       string // of the desired outcome; stored once it is confirmed
+	failed       string // reason, when the provider was rejected before any write
+	failedDetail string
+
+	uuid     string // the contact a group action applies to
+	noDigest bool   // the write landed but not as wanted (a phone held elsewhere)
+	retried  bool   // a conflict already tried again after the other writes
+	lookedUp bool   // a create's taken phones already looked up
+}
+
+// decide works out the desired outcome and whether RapidPro must be asked.
+// An inactive provider is retired whatever its phones: a worker who left
+// and whose phone was struck off at the same time must still leave.
+func (it *item) decide(policy string) {
+	switch {
+	case it.Key == "" || it.failed != "":
+		return
+	case it.Status == csd.StatusInactive:
+		it.digest = digestOf("inactive", policy)
+		if policy != InactiveIgnore && it.rec.Digest != it.digest {
+			it.action = actionRetire
+		}
+	case it.Skipped != "":
+		it.digest = digestOf("skipped", it.Skipped)
+	default:
+		it.digest = contactDigest(it.Contact)
+		if it.rec.Digest != it.digest {
+			it.action = actionSync
+		}
+	}
+}
+
+// contactDigest sums up what this service owns of an active worker's
+// contact: the name, the phones as a set, the owned fields, and membership
+// of the managed group while not blocked (implied by "active").
+func contactDigest(c Contact) string {
+	urns := slices.Sorted(slices.Values(c.URNs))
+	parts := []string{"active", c.Name, strings.Join(urns, " ")}
+	for _, k := range slices.Sorted(maps.Keys(c.Fields)) {
+		parts = append(parts, k+"="+c.Fields[k])
+	}
+	return digestOf(parts...)
+}
+
+// digestOf hashes parts unambiguously (NUL cannot occur in them).
+func digestOf(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}
