@@ -1,8 +1,10 @@
 // Package csdtest is an in-process OpenInfoMan for tests and demos. It serves
 // one CSD document through the provider-search stored function with the
 // behaviour of the real server (openhie/openinfoman), quirks included: an
-// empty 200 for an unknown document, 422 when an updated filter meets a
-// stored record@updated that is not a date, 1-based start/max paging.
+// empty 200 for an unknown document, an unparsable updated filter ignored,
+// 422 when an active updated filter meets a stored record@updated that is not
+// a date, 1-based start/max paging with csd_bl:limit_items' reading of odd
+// values.
 package csdtest
 
 import (
@@ -11,9 +13,11 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +32,12 @@ import (
 type Options struct {
 	Document           string // the document name in URLs; default "Providers"
 	Username, Password string // when Username is set, requests need basic auth or get 401
+	// IgnorePaging makes the server answer every match whatever start and
+	// max say, as a stored function without paging would.
+	IgnorePaging bool
+	// IgnoreStart makes the server honour max but always start at the first
+	// match, so every page repeats the first one.
+	IgnoreStart bool
 }
 
 // Server is a running fake OpenInfoMan.
@@ -55,7 +65,8 @@ type storedProvider struct {
 	entityID     string
 	hasRecord    bool
 	status       string
-	updatedRaw   string // empty when record@updated is absent
+	hasUpdated   bool // record@updated is present, possibly empty
+	updatedRaw   string
 	updated      time.Time
 	updatedValid bool
 	xml          []byte
@@ -177,8 +188,10 @@ func store(p *etree.Element, ws *etree.WriteSettings) storedProvider {
 		if c.Tag == "record" {
 			sp.hasRecord = true
 			sp.status = c.SelectAttrValue("status", "")
-			sp.updatedRaw = c.SelectAttrValue("updated", "")
-			sp.updated, sp.updatedValid = parseDateTime(sp.updatedRaw)
+			if a := c.SelectAttr("updated"); a != nil {
+				sp.hasUpdated, sp.updatedRaw = true, a.Value
+				sp.updated, sp.updatedValid = parseDateTime(a.Value)
+			}
 			break
 		}
 	}
@@ -245,10 +258,13 @@ func (s *Server) providerSearch(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK) // what OpenInfoMan does for an unknown document
 		return
 	}
-	q, status, err := parseParams(r.Body)
+	q, status, err := parseParams(r.Body, s.opts.IgnorePaging)
 	if err != nil {
 		http.Error(w, err.Error(), status)
 		return
+	}
+	if s.opts.IgnoreStart {
+		q.start = 1
 	}
 	doc := s.current()
 	selected, err := doc.search(q)
@@ -287,9 +303,37 @@ type query struct {
 	entityID   *string
 }
 
+var (
+	// xsDouble is the lexical form fn:number accepts; anything else is NaN.
+	xsDouble = regexp.MustCompile(`^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?INF$|^NaN$`)
+	// xsInteger is the lexical form of an xs:integer cast.
+	xsInteger = regexp.MustCompile(`^[+-]?[0-9]+$`)
+)
+
+// limitParam reads a start or max value as csd_bl:limit_items does: a value
+// whose fn:number is NaN or 0 does not count, and one that counts is cast
+// with xs:integer, which fails (422) on a fraction or exponent.
+func limitParam(raw string) (n int, counts bool, err error) {
+	s := strings.TrimSpace(raw)
+	if !xsDouble.MatchString(s) {
+		return 0, false, nil
+	}
+	if f, _ := strconv.ParseFloat(s, 64); f == 0 || math.IsNaN(f) {
+		return 0, false, nil
+	}
+	if !xsInteger.MatchString(s) {
+		return 0, true, fmt.Errorf("%q is not an xs:integer", raw)
+	}
+	n, err = strconv.Atoi(s)
+	if err != nil {
+		return 0, true, fmt.Errorf("%q is out of range", raw)
+	}
+	return n, true, nil
+}
+
 // parseParams reads requestParams in any namespace prefix. It answers with
-// the status to send on failure.
-func parseParams(body io.Reader) (query, int, error) {
+// the status to send on failure. Without paging, start and max are not read.
+func parseParams(body io.Reader, ignorePaging bool) (query, int, error) {
 	q := query{start: 1, max: -1}
 	raw, err := io.ReadAll(io.LimitReader(body, 1<<20))
 	if err != nil {
@@ -306,27 +350,29 @@ func parseParams(body io.Reader) (query, int, error) {
 	for _, p := range root.ChildElements() {
 		switch p.Tag {
 		case "start", "max":
-			// OpenInfoMan casts with xs:int; a failed cast fails the query.
-			n, err := strconv.Atoi(strings.TrimSpace(p.Text()))
-			if err != nil {
-				return q, http.StatusUnprocessableEntity, fmt.Errorf("%s %q is not an integer", p.Tag, p.Text())
+			if ignorePaging {
+				continue
 			}
-			if p.Tag == "start" {
+			n, counts, err := limitParam(p.Text())
+			if err != nil {
+				return q, http.StatusUnprocessableEntity, fmt.Errorf("%s: %s %w", errXQuery, p.Tag, err)
+			}
+			// A start below 1 and a negative max are ignored, like one
+			// that does not count.
+			switch {
+			case !counts:
+			case p.Tag == "start" && n >= 1:
 				q.start = n
-			} else {
+			case p.Tag == "max" && n >= 0:
 				q.max = n
 			}
 		case "record":
 			if a := p.SelectAttr("updated"); a != nil {
-				// protocols.md §2.2 reads OpenInfoMan's code as silently
-				// dropping an unparsable filter (unverified on a live server);
-				// the issue asks for 422, which is also what a failed
-				// xs:dateTime cast does elsewhere in the function.
-				t, ok := parseDateTime(a.Value)
-				if !ok {
-					return q, http.StatusUnprocessableEntity, fmt.Errorf("%s: record@updated %q is not an xs:dateTime", errXQuery, a.Value)
+				// csd_bl:filter_by_record casts the value inside try/catch
+				// and drops the filter when the cast fails: the full result.
+				if t, ok := parseDateTime(a.Value); ok {
+					q.updated = &t
 				}
-				q.updated = &t
 			}
 			if a := p.SelectAttr("status"); a != nil {
 				q.status = &a.Value
@@ -347,15 +393,6 @@ func parseParams(body io.Reader) (query, int, error) {
 
 // search selects providers in document order, as the stored function does.
 func (d *document) search(q query) ([]storedProvider, error) {
-	if q.updated != nil {
-		// The filter casts every stored record@updated, so one bad value
-		// fails the whole call.
-		for _, p := range d.providers {
-			if p.updatedRaw != "" && !p.updatedValid {
-				return nil, fmt.Errorf("provider %q: record@updated %q is not an xs:dateTime", p.entityID, p.updatedRaw)
-			}
-		}
-	}
 	var out []storedProvider
 	position := 0
 	for _, p := range d.providers {
@@ -365,18 +402,23 @@ func (d *document) search(q query) ([]storedProvider, error) {
 		if q.status != nil && (!p.hasRecord || p.status != *q.status) {
 			continue
 		}
-		if q.updated != nil && (p.updatedRaw == "" || p.updated.Before(*q.updated)) {
-			continue
+		if q.updated != nil {
+			// The filter casts the record@updated of every provider the
+			// earlier filters kept (an empty one included), so one bad
+			// value fails the whole call. A provider without one is dropped.
+			if p.hasUpdated && !p.updatedValid {
+				return nil, fmt.Errorf("provider %q: record@updated %q is not an xs:dateTime", p.entityID, p.updatedRaw)
+			}
+			if !p.hasUpdated || p.updated.Before(*q.updated) {
+				continue
+			}
 		}
-		// subsequence($providers, start, max): positions start ≤ p < start+max.
+		// Paging comes after every filter: positions start ≤ p < start+max.
+		// No early break, so that a bad date past the page still fails.
 		position++
-		if position < q.start {
-			continue
+		if position >= q.start && (q.max < 0 || position < q.start+q.max) {
+			out = append(out, p)
 		}
-		if q.max >= 0 && position >= q.start+q.max {
-			break
-		}
-		out = append(out, p)
 	}
 	return out, nil
 }

@@ -87,17 +87,33 @@ func TestProviderSearch(t *testing.T) {
 		{"short last page", `<csd:start>5</csd:start><csd:max>2</csd:max>`, 200, []string{"P5"}},
 		{"past the end", `<csd:start>7</csd:start><csd:max>2</csd:max>`, 200, nil},
 		{"max only", `<csd:max>3</csd:max>`, 200, []string{"P1", "P2", "P3"}},
+		{"start only", `<csd:start>4</csd:start>`, 200, []string{"P4", "P5"}},
+		{"max with blanks and a plus sign", `<csd:max> +2 </csd:max>`, 200, []string{"P1", "P2"}},
+		// limit_items: a max whose fn:number is NaN or 0, or a negative
+		// one, means unlimited.
 		{"negative max is unlimited", `<csd:start>4</csd:start><csd:max>-1</csd:max>`, 200, []string{"P4", "P5"}},
-		{"max 0", `<csd:max>0</csd:max>`, 200, nil},
-		{"start 0 as subsequence does", `<csd:start>0</csd:start><csd:max>2</csd:max>`, 200, []string{"P1"}},
+		{"max 0 is unlimited", `<csd:max>0</csd:max>`, 200, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"max 0 with start is unlimited", `<csd:start>2</csd:start><csd:max>0</csd:max>`, 200, []string{"P2", "P3", "P4", "P5"}},
+		{"non-numeric max is unlimited", `<csd:start>3</csd:start><csd:max>all</csd:max>`, 200, []string{"P3", "P4", "P5"}},
+		{"empty max is unlimited", `<csd:max/>`, 200, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"fractional max fails the xs:integer cast", `<csd:max>2.5</csd:max>`, 422, nil},
+		{"max in exponent form fails the cast", `<csd:start>1</csd:start><csd:max>1e1</csd:max>`, 422, nil},
+		// A start whose fn:number is NaN or 0, or below 1, is ignored.
+		{"start 0 is ignored", `<csd:start>0</csd:start><csd:max>2</csd:max>`, 200, []string{"P1", "P2"}},
+		{"negative start is ignored", `<csd:start>-3</csd:start><csd:max>2</csd:max>`, 200, []string{"P1", "P2"}},
+		{"non-numeric start is ignored", `<csd:start>one</csd:start><csd:max>2</csd:max>`, 200, []string{"P1", "P2"}},
+		{"fractional start fails the cast", `<csd:start>1.5</csd:start><csd:max>2</csd:max>`, 422, nil},
 		{"updated filter keeps >= and drops providers without record", `<csd:record updated="2024-01-02T00:00:00Z"/>`, 200, []string{"P2", "P3", "P4"}},
 		{"updated filter with another zone", `<csd:record updated="2024-01-02T01:00:00+02:00"/>`, 200, []string{"P2", "P3", "P4"}},
 		{"updated filter and paging", `<csd:record updated="2024-01-02T00:00:00Z"/><csd:start>2</csd:start><csd:max>1</csd:max>`, 200, []string{"P3"}},
+		// filter_by_record catches the failed cast and drops the filter.
+		{"unparsable updated is ignored", `<csd:record updated="last tuesday"/>`, 200, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"empty updated is ignored", `<csd:record updated=""/>`, 200, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"unparsable updated keeps the status filter", `<csd:record updated="soon" status="Active"/>`, 200, []string{"P1", "P2", "P4"}},
 		{"status filter", `<csd:record status="Active"/>`, 200, []string{"P1", "P2", "P4"}},
 		{"id filter ignores case", `<csd:id entityID="URN:UUID:p3"/>`, 200, []string{"P3"}},
+		{"id filter is exact", `<csd:id entityID="urn:uuid:P"/>`, 200, nil},
 		{"2013 id form is ignored", `<csd:id urn="urn:uuid:P3"/>`, 200, []string{"P1", "P2", "P3", "P4", "P5"}},
-		{"unparsable updated", `<csd:record updated="last tuesday"/>`, 422, nil},
-		{"unparsable start", `<csd:start>one</csd:start>`, 422, nil},
 		{"unimplemented parameter", `<csd:commonName>Dev</csd:commonName>`, 501, nil},
 	}
 	for _, tt := range tests {
@@ -125,14 +141,62 @@ func TestProviderSearchInvalidStoredDate(t *testing.T) {
 	doc := `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory>
 <provider entityID="ok"><record updated="2024-01-01T00:00:00Z" status="Active"/></provider>
 <provider entityID="ihris"><record created="0000-00-00T00:00:00" updated="0000-00-00T00:00:00" status="Active"/></provider>
+<provider entityID="empty"><record updated="" status="106-002"/></provider>
+<provider entityID="none"><record status="Active"/></provider>
 </providerDirectory></CSD>`
 	s := newServer(t, doc, csdtest.Options{})
-	if status, ids := search(t, s, ``); status != 200 || len(ids) != 2 {
-		t.Errorf("without filter: %d %q", status, ids)
+	const since = `<csd:record updated="2020-01-01T00:00:00Z"/>`
+	tests := []struct {
+		name       string
+		params     string
+		wantStatus int
+		wantIDs    []string
+	}{
+		{"without filter", ``, 200, []string{"ok", "ihris", "empty", "none"}},
+		{"with filter", since, 422, nil},
+		// The cast fails even for a provider past the requested page.
+		{"with filter and a page before the bad date", since + `<csd:max>1</csd:max>`, 422, nil},
+		// Only providers the earlier filters kept are cast.
+		{"id filter leaves only a good date", since + `<csd:id entityID="OK"/>`, 200, []string{"ok"}},
+		{"id filter leaves only a missing date", since + `<csd:id entityID="none"/>`, 200, nil},
+		{"id filter leaves an empty date", since + `<csd:id entityID="empty"/>`, 422, nil},
+		{"status applies before the cast", `<csd:record updated="2020-01-01T00:00:00Z" status="106-002"/>`, 422, nil},
+		{"status excludes the bad dates", `<csd:record updated="2020-01-01T00:00:00Z" status="Nope"/>`, 200, nil},
+		{"unparsable filter casts nothing", `<csd:record updated="2020"/>`, 200, []string{"ok", "ihris", "empty", "none"}},
 	}
-	status, body := post(t, s.URL()+searchPath, `<csd:requestParams xmlns:csd="urn:ihe:iti:csd:2013"><csd:record updated="2020-01-01T00:00:00Z"/></csd:requestParams>`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, ids := search(t, s, tt.params)
+			if status != tt.wantStatus || !reflect.DeepEqual(ids, tt.wantIDs) {
+				t.Errorf("got %d %q, want %d %q", status, ids, tt.wantStatus, tt.wantIDs)
+			}
+		})
+	}
+	status, body := post(t, s.URL()+searchPath, `<csd:requestParams xmlns:csd="urn:ihe:iti:csd:2013">`+since+`</csd:requestParams>`)
 	if status != http.StatusUnprocessableEntity || !strings.Contains(body, "Error executing xquery") {
 		t.Errorf("with filter: %d %q", status, body)
+	}
+}
+
+func TestProviderSearchPagingSwitches(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    csdtest.Options
+		params  string
+		wantIDs []string
+	}{
+		{"IgnorePaging returns every match", csdtest.Options{IgnorePaging: true}, `<csd:start>3</csd:start><csd:max>2</csd:max>`, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"IgnorePaging keeps the filters", csdtest.Options{IgnorePaging: true}, `<csd:record status="Active"/><csd:max>1</csd:max>`, []string{"P1", "P2", "P4"}},
+		{"IgnorePaging does not cast max", csdtest.Options{IgnorePaging: true}, `<csd:max>2.5</csd:max>`, []string{"P1", "P2", "P3", "P4", "P5"}},
+		{"IgnoreStart repeats the first page", csdtest.Options{IgnoreStart: true}, `<csd:start>3</csd:start><csd:max>2</csd:max>`, []string{"P1", "P2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newServer(t, fiveProviders, tt.opts)
+			if status, ids := search(t, s, tt.params); status != 200 || !reflect.DeepEqual(ids, tt.wantIDs) {
+				t.Errorf("got %d %q, want %q", status, ids, tt.wantIDs)
+			}
+		})
 	}
 }
 
