@@ -17,9 +17,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -28,9 +30,13 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	BaseURL    string       // e.g. https://rapidpro.example.org (the client appends /api/v2/…json)
-	Token      string       // sent as "Authorization: Token <t>"; never in errors or logs
-	HTTPClient *http.Client // base client whose Transport callers may instrument; nil = default with timeouts
+	BaseURL string // e.g. https://rapidpro.example.org (the client appends /api/v2/…json)
+	Token   string // sent as "Authorization: Token <t>"; never in errors or logs
+	// HTTPClient is the base client, whose Transport callers may instrument;
+	// nil = a default with timeouts. The client works on a copy that never
+	// follows redirects and, when Timeout is 0, bounds each request by 90s
+	// (defaultRequestTimeout).
+	HTTPClient *http.Client
 
 	RetryMax     int           // retries after the first attempt; 0 = 4, negative = none
 	RetryWaitMin time.Duration // 0 = 1s
@@ -64,7 +70,14 @@ type Client struct {
 	retryAfterCap time.Duration
 	log           *slog.Logger
 	scopes        map[string]*scope
+	sent          atomic.Int64 // requests sent on the wire, every attempt
 }
+
+// Sent is how many HTTP requests the client has sent so far: every attempt
+// (retries included), every page, every lookup after a failed create. It is
+// counted in the transport, so it is what reached the wire. Callers diff it
+// around a phase for exact counts.
+func (c *Client) Sent() int64 { return c.sent.Load() }
 
 // Rate-limit scopes, named as RapidPro's throttle names them.
 const (
@@ -82,6 +95,10 @@ const (
 // reconcileTimeout bounds the lookup after a create whose outcome is unknown,
 // when the caller's context is already done.
 const reconcileTimeout = 10 * time.Second
+
+// defaultRequestTimeout bounds one HTTP request when the caller's client has
+// no Timeout, so a hung connection costs at most this, not the whole run.
+const defaultRequestTimeout = 90 * time.Second
 
 // New checks cfg and builds a Client.
 func New(cfg Config) (*Client, error) {
@@ -105,16 +122,13 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		base:          base,
 		token:         cfg.Token,
-		http:          cfg.HTTPClient,
 		retryMax:      cfg.RetryMax,
 		waitMin:       cfg.RetryWaitMin,
 		waitMax:       cfg.RetryWaitMax,
 		retryAfterCap: cfg.RetryAfterCap,
 		log:           cfg.Logger,
 	}
-	if c.http == nil {
-		c.http = defaultHTTPClient()
-	}
+	c.http = ownHTTPClient(cfg.HTTPClient)
 	switch {
 	case c.retryMax == 0:
 		c.retryMax = 4
@@ -150,12 +164,42 @@ func defaultHTTPClient() *http.Client {
 	t.TLSHandshakeTimeout = 10 * time.Second
 	t.ResponseHeaderTimeout = 60 * time.Second
 	t.MaxIdleConnsPerHost = 8
-	return &http.Client{
-		Transport: t,
-		Timeout:   90 * time.Second,
-		// A redirect (typically http→https) would turn a POST into a GET and
-		// "succeed"; surfacing the 3xx shows the base URL is wrong instead.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	return &http.Client{Transport: t, Timeout: defaultRequestTimeout}
+}
+
+// ownHTTPClient copies base (the caller's client stays as it was) and makes
+// the copy safe for this API: redirects are refused, since following one
+// (typically http→https) turns a POST into a GET that "succeeds" with an
+// empty answer; a missing timeout gets a bound. The Transport is kept as
+// given: wrapping an *http.Transport changes how net/http retries on a
+// reused connection.
+func ownHTTPClient(base *http.Client) *http.Client {
+	if base == nil {
+		base = defaultHTTPClient()
+	}
+	hc := *base
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if hc.Timeout <= 0 {
+		hc.Timeout = defaultRequestTimeout
+	}
+	return &hc
+}
+
+// countSent counts one request per attempt, plus every extra time the
+// transport writes the request within an attempt (net/http silently
+// repeats an idempotent request whose reused connection was closed).
+func (c *Client) countSent(ctx context.Context) (context.Context, func()) {
+	var writes atomic.Int32
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() {
+			if writes.Add(1) > 1 {
+				c.sent.Add(1)
+			}
+		},
+	})
+	return ctx, func() {
+		writes.Store(0)
+		c.sent.Add(1)
 	}
 }
 
@@ -201,6 +245,10 @@ func (s *scope) wait(ctx context.Context, limit time.Duration) (time.Duration, e
 		if left > limit {
 			return left, nil
 		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < left {
+			// Sleeping until the deadline would only end in the same error.
+			return 0, fmt.Errorf("%w: scope %s is paused for %s", context.DeadlineExceeded, s.name, left)
+		}
 		t := time.NewTimer(left)
 		select {
 		case <-ctx.Done():
@@ -211,6 +259,12 @@ func (s *scope) wait(ctx context.Context, limit time.Duration) (time.Duration, e
 	}
 	if s.limiter != nil {
 		if err := s.limiter.Wait(ctx); err != nil {
+			if _, hasDeadline := ctx.Deadline(); hasDeadline && ctx.Err() == nil {
+				// x/time/rate refuses up front a wait the deadline would cut
+				// short, with an error of its own; callers must see it as
+				// the run's timeout, not as a transport failure.
+				return 0, fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
+			}
 			return 0, err
 		}
 	}
@@ -270,7 +324,8 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if body != nil {
 		rawBody = body
 	}
-	hreq, err := retryablehttp.NewRequestWithContext(ctx, req.method, target, rawBody)
+	traced, attempt := c.countSent(ctx)
+	hreq, err := retryablehttp.NewRequestWithContext(traced, req.method, target, rawBody)
 	if err != nil {
 		e := fail(err)
 		e.unsent = true
@@ -284,15 +339,16 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	}
 
 	rc := &retryablehttp.Client{
-		HTTPClient:   c.http,
-		Logger:       retryLogger{c.log},
-		RetryWaitMin: c.waitMin,
-		RetryWaitMax: c.waitMax,
-		RetryMax:     c.retryMax,
-		CheckRetry:   c.checkRetry(req.mode, sc),
-		Backoff:      c.backoff,
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-		PrepareRetry: func(r *http.Request) error { return c.waitScope(r.Context(), sc, req) },
+		HTTPClient:     c.http,
+		Logger:         retryLogger{c.log},
+		RetryWaitMin:   c.waitMin,
+		RetryWaitMax:   c.waitMax,
+		RetryMax:       c.retryMax,
+		CheckRetry:     c.checkRetry(req.mode, sc),
+		Backoff:        c.backoff,
+		ErrorHandler:   retryablehttp.PassthroughErrorHandler,
+		PrepareRetry:   func(r *http.Request) error { return c.waitScope(r.Context(), sc, req) },
+		RequestLogHook: func(retryablehttp.Logger, *http.Request, int) { attempt() },
 	}
 	start := time.Now()
 	resp, err := rc.Do(hreq)
@@ -314,6 +370,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 		e := parseError(req.method, req.endpoint, resp.StatusCode, resp.Header, data)
+		if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+			e.Err = redirectError(resp)
+		}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "rapidpro call failed",
 			slog.String("method", req.method), slog.String("endpoint", req.endpoint),
 			slog.Int("status", resp.StatusCode), slog.String("kind", e.Kind.String()),
@@ -333,6 +392,22 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 		return e
 	}
 	return nil
+}
+
+// redirectError says where a refused redirect pointed (scheme, host and
+// path only: a query may carry anything), so the operator sees that the
+// base URL is wrong.
+func redirectError(resp *http.Response) error {
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return errors.New("redirect without a Location (not followed): check the base URL")
+	}
+	target, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return errors.New("redirect to an unparsable Location (not followed): check the base URL")
+	}
+	shown := url.URL{Scheme: target.Scheme, Host: target.Host, Path: target.Path}
+	return fmt.Errorf("redirected to %s (not followed): check the base URL", shown.String())
 }
 
 // waitScope waits for the request's scope, turning a pause too long to sleep

@@ -22,17 +22,34 @@ type Contact struct {
 
 // UnmarshalJSON accepts non-string field values (a number field serialised
 // as a JSON number) as their JSON text, so one odd value cannot fail a whole
-// page of contacts.
+// page of contacts. Older servers send no status, only the deprecated
+// blocked and stopped booleans; Status is derived from them then. A deleted
+// contact has all three null and keeps Status "".
 func (c *Contact) UnmarshalJSON(data []byte) error {
 	type plain Contact
 	var raw struct {
 		plain
-		Fields map[string]json.RawMessage `json:"fields"`
+		Fields  map[string]json.RawMessage `json:"fields"`
+		Status  *string                    `json:"status"`
+		Blocked *bool                      `json:"blocked"`
+		Stopped *bool                      `json:"stopped"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return err
 	}
 	*c = Contact(raw.plain)
+	switch {
+	case raw.Status != nil:
+		c.Status = *raw.Status
+	case raw.Blocked != nil && *raw.Blocked:
+		c.Status = "blocked"
+	case raw.Stopped != nil && *raw.Stopped:
+		c.Status = "stopped"
+	case raw.Blocked != nil || raw.Stopped != nil:
+		c.Status = "active"
+	default:
+		c.Status = ""
+	}
 	c.Fields = nil
 	if raw.Fields != nil {
 		c.Fields = make(map[string]*string, len(raw.Fields))
