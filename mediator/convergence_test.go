@@ -194,7 +194,7 @@ func TestPhoneHandedOnInOneDelta(t *testing.T) {
 
 // Measured case 6: 403 and 409 stop the run; the provider stays pending and
 // is done by the next run.
-func TestForbiddenAndLimitKeepWorkPending(t *testing.T) {
+func TestFaultForbiddenAndLimitKeepWorkPending(t *testing.T) {
 	for _, status := range []int{http.StatusForbidden, http.StatusConflict} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			e := newEnv(t, envOptions{})
@@ -274,7 +274,7 @@ func TestReactivatedBlockedContactIsReported(t *testing.T) {
 
 // Measured case 11: a run cut by its timeout defers what is left, and the
 // next run finishes it.
-func TestTimeoutDefersTheRest(t *testing.T) {
+func TestFaultTimeoutDefersTheRest(t *testing.T) {
 	var workers []hw
 	for i := range 40 {
 		workers = append(workers, hw{id: fmt.Sprintf("urn:uuid:w%02d", i), name: "W", phones: []string{fmt.Sprintf("0777 100 %03d", i)}})
@@ -301,7 +301,7 @@ func TestTimeoutDefersTheRest(t *testing.T) {
 
 // A RapidPro that is down stops the run after a few failures in a row
 // rather than trying every provider.
-func TestConsecutiveFailuresStopTheRun(t *testing.T) {
+func TestFaultOutageStopsTheRun(t *testing.T) {
 	var workers []hw
 	for i := range 30 {
 		workers = append(workers, hw{id: fmt.Sprintf("urn:uuid:w%02d", i), name: "W", phones: []string{fmt.Sprintf("0777 100 %03d", i)}})
@@ -325,7 +325,7 @@ func TestConsecutiveFailuresStopTheRun(t *testing.T) {
 
 // A crash that loses the record of the last creates never duplicates them:
 // the create of the next run finds the phone taken by its own contact.
-func TestLostRecordsAreFoundNotDuplicated(t *testing.T) {
+func TestFaultLostRecordsAreFoundNotDuplicated(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
 	e.setDirectory(a)
@@ -423,4 +423,62 @@ func TestFirstSyncConvergesAtRapidProRate(t *testing.T) {
 		}
 	}
 	t.Logf("converged in %d runs: %d requests (budget %d), %d contacts, %d rejected, %d answered 429", runs, total, providers+40+10*runs, len(contacts), rejected, throttled)
+}
+
+// The orchestrations count every request, each page of a listing included.
+func TestRequestCountsAreExact(t *testing.T) {
+	e := newEnv(t, envOptions{workspace: rapidprotest.Options{PageSize: 2}})
+	for i := range 5 {
+		e.workspace.AddContact(rapidpro.Contact{Name: "Other", URNs: []string{fmt.Sprintf("tel:+23188600000%d", i)}})
+	}
+	tx := e.trigger()
+	counted := 0
+	for _, o := range tx.Response.Orchestrations {
+		if strings.HasPrefix(o.Name, "RapidPro") {
+			var n int
+			body := o.Response.Body
+			if _, err := fmt.Sscanf(body[strings.LastIndex(body, "; ")+2:], "%d requests", &n); err != nil {
+				t.Fatalf("orchestration %q body %q: %v", o.Name, body, err)
+			}
+			counted += n
+		}
+	}
+	if sent := len(e.workspace.Requests()); counted != sent {
+		t.Fatalf("orchestrations count %d RapidPro requests, the workspace received %d", counted, sent)
+	}
+}
+
+// Measured case 4: core's MongoDB refuses property keys with a dot, so a
+// run with skips, rejects and failures must use none.
+func TestReportKeysAreStorable(t *testing.T) {
+	r := newReport(time.Now())
+	r.Skipped[SkipNoPhone], r.Failed[ReasonURNConflict] = 1, 1
+	r.addReject(Reject{EntityID: "urn:uuid:a", Reason: ReasonURNConflict, Detail: "tel:+231777100001"})
+	r.settle()
+	for k := range r.OpenHIM(testURN).Properties {
+		if strings.ContainsAny(k, ".$") {
+			t.Errorf("property key %q cannot be stored by OpenHIM core", k)
+		}
+	}
+}
+
+// A provider deferred by the run that read the workspace keeps the contact
+// that read found, so that the next run, which reads no more, updates it
+// rather than creating a second one.
+func TestFaultDeferredProviderKeepsItsContact(t *testing.T) {
+	e := newEnv(t, envOptions{retryCap: time.Second})
+	e.workspace.AddField(FieldGlobalID, "text")
+	old := e.workspace.AddContact(rapidpro.Contact{Name: "Ama (old tool)", URNs: []string{"tel:+231777100001"}, Fields: map[string]*string{FieldGlobalID: strp("urn:uuid:a")}})
+	e.setDirectory(hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 200 002"}},
+		hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0886 100 001"}})
+	e.workspace.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Status: http.StatusTooManyRequests, RetryAfter: time.Hour})
+	tx := e.trigger()
+	wantProps(t, tx, map[string]string{"deferred": "2", "pending": "2"})
+	e.clock.Advance(2 * time.Hour)
+	tx = e.trigger()
+	wantProps(t, tx, map[string]string{"created": "1", "updated": "1", "pending": "0"})
+	c, _ := e.contactOf("urn:uuid:a")
+	if c.UUID != old.UUID || !slices.Equal(c.URNs, []string{"tel:+231886100001"}) || len(e.workspace.Contacts()) != 2 {
+		t.Fatalf("contact of a: %+v; %d contacts", c, len(e.workspace.Contacts()))
+	}
 }

@@ -226,6 +226,7 @@ type bootstrap struct {
 	Country       string    `json:"country"`
 	GroupUUID     string    `json:"group_uuid"`
 	GroupName     string    `json:"group_name"`
+	GroupCount    int       `json:"group_count"` // members when set up, to weigh a group read against lookups
 	At            time.Time `json:"at"`
 }
 

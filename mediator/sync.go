@@ -184,6 +184,7 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	idx := newIndex()
 	var readErr error // one that stops the run: every provider with work is left pending
+	scanning := false // this run reads the whole workspace
 	if len(work) > 0 {
 		if s.opts.Now().Sub(boot.At) > s.opts.BootstrapMaxAge {
 			// Only a run with work to do refreshes the cache, so an idle
@@ -196,7 +197,8 @@ func (s *Syncer) run(ctx context.Context) *Report {
 			}
 		}
 		before := rp.Sent()
-		idx, err = s.read(ctx, rp, boot, work, scanned.IsZero())
+		scanning = scanned.IsZero()
+		idx, err = s.read(ctx, rp, boot, work, scanning)
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
@@ -231,7 +233,7 @@ func (s *Syncer) run(ctx context.Context) *Report {
 
 	// Everything pulled is now done, rejected or stored as pending, so the
 	// next run may start from here; pending work is retried from the state.
-	if err := s.finish(r, scanned.IsZero() && readErr == nil); err != nil {
+	if err := s.finish(r, scanning && readErr == nil); err != nil {
 		r.abort("state", err)
 		return r
 	}
@@ -316,7 +318,7 @@ func (s *Syncer) setUp(ctx context.Context, rp *rapidpro.Client, settings RapidP
 	if err != nil {
 		return bootstrap{}, fmt.Errorf("group %q: %w", settings.Group, err)
 	}
-	b.GroupUUID, b.GroupName = group.UUID, group.Name
+	b.GroupUUID, b.GroupName, b.GroupCount = group.UUID, group.Name, group.Count
 	fields, err := rp.Fields(ctx)
 	if err != nil {
 		return bootstrap{}, fmt.Errorf("fields: %w", err)
@@ -438,11 +440,11 @@ func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error)
 }
 
 // needsRapidPro lists the items whose contact may differ from what they
-// should have, or whose earlier outcome was not confirmed.
+// should have.
 func needsRapidPro(items []*item) []*item {
 	var work []*item
 	for _, it := range items {
-		if it.action != actionNone || it.wasPending {
+		if it.action != actionNone {
 			work = append(work, it)
 		}
 	}
@@ -555,11 +557,13 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	}
 	var linked []*item
 	for _, it := range work {
-		if it.action != actionNone && it.rec.UUID != "" {
+		if it.action == actionSync && it.rec.UUID != "" {
 			linked = append(linked, it)
 		}
 	}
-	if len(linked) > s.opts.LookupThreshold {
+	// The group costs a request per 250 members: worth it only when that is
+	// fewer than one lookup per contact.
+	if len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked) {
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
 			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
 		}
@@ -575,7 +579,7 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	looked := map[string]bool{}
 	for _, it := range linked {
 		c := idx.byUUID[it.rec.UUID]
-		if c == nil || it.action != actionSync {
+		if c == nil {
 			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
 		}
 		for _, u := range it.Contact.URNs {

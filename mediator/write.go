@@ -57,7 +57,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 			w.stop(ctx.Err())
 		}
 		if w.stopped != nil && it.action != actionNone && it.failed == "" {
-			w.deferItem(it, it.rec.UUID)
+			w.deferItem(it, w.knownUUID(it))
 		} else {
 			w.process(ctx, it)
 		}
@@ -75,7 +75,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 			w.stop(ctx.Err())
 		}
 		if w.stopped != nil {
-			w.deferItem(it, it.rec.UUID)
+			w.deferItem(it, w.knownUUID(it))
 			continue
 		}
 		w.sync(ctx, it)
@@ -142,6 +142,15 @@ func (w *writer) retire(it *item) {
 		it.uuid = uuid
 		w.toBlock = append(w.toBlock, it)
 	}
+}
+
+// knownUUID is the contact the run found for the provider, if any, so that
+// a deferred provider keeps what the workspace read taught.
+func (w *writer) knownUUID(it *item) string {
+	if c := w.contactOf(it); c != nil {
+		return c.UUID
+	}
+	return it.rec.UUID
 }
 
 // contactOf is the contact the provider is linked to or, failing that, one
@@ -235,6 +244,14 @@ func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 	}
 	w.consecutive = 0
 	w.idx.add(&created)
+	if globalID(&created) != it.Key && !it.lookedUp {
+		// A create whose answer was lost came back as the contact already
+		// holding the phone, which is not this provider's: adopt it as a
+		// contact found, not as one created.
+		it.lookedUp = true
+		w.sync(ctx, it)
+		return
+	}
 	w.report.Created++
 	w.settle(it, &created, taken)
 }
