@@ -3,11 +3,13 @@ package csd
 import (
 	"bufio"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +26,18 @@ const (
 	DefaultRetryMax     = 3
 	DefaultRetryWaitMin = time.Second
 	DefaultRetryWaitMax = 30 * time.Second
+	// DefaultMaxProviders sizes the default page bound (Client.MaxPages):
+	// several times the largest national health worker registry.
+	DefaultMaxProviders = 1_000_000
+	// DefaultRequestTimeout bounds one request, body included, when the
+	// caller's http.Client has no Timeout: a stalled OpenInfoMan must not
+	// hold a sync run until its own timeout.
+	DefaultRequestTimeout = 10 * time.Minute
 )
+
+// ErrPullBound is wrapped by the error of a pull that went past
+// Client.MaxPages pages, or MaxPages × PageSize providers.
+var ErrPullBound = errors.New("pull bound exceeded")
 
 // ErrUnknownDocument is how OpenInfoMan answers a query on a document it does
 // not hold: 200 with an empty body.
@@ -48,7 +61,12 @@ type Client struct {
 	// RetryWaitMin and RetryWaitMax bound the backoff between retries,
 	// Retry-After included; zero means the defaults.
 	RetryWaitMin, RetryWaitMax time.Duration
-	Limits                     Limits
+	// MaxPages bounds one pull, against a server that keeps sending full
+	// pages: requesting more pages, or receiving more than MaxPages ×
+	// PageSize providers, fails with ErrPullBound. 0 means
+	// DefaultMaxProviders / PageSize + 1.
+	MaxPages int
+	Limits   Limits
 }
 
 // ProviderQuery selects the providers of a pull.
@@ -56,7 +74,25 @@ type ProviderQuery struct {
 	// UpdatedSince, unless zero, keeps providers whose record@updated is at
 	// or after it (sent as record@updated in UTC with a Z).
 	UpdatedSince time.Time
+	// EntityID, unless empty, keeps the provider with this entityID,
+	// compared ignoring case (sent as <csd:id entityID="…"/>).
+	EntityID string
 }
+
+// PullStop says why a pull ended without an error.
+type PullStop string
+
+const (
+	// StopShortPage: a page held fewer than PageSize providers, the normal end.
+	StopShortPage PullStop = "short page"
+	// StopUnpaged: a page held more than PageSize providers, so OpenInfoMan
+	// ignored start and max; that page was taken as the whole result.
+	StopUnpaged PullStop = "paging ignored"
+	// StopRepeated: a page repeated the previous one (the same entityIDs in
+	// the same order), so OpenInfoMan ignored start. Providers beyond the
+	// first page may be missing: the pull is not complete.
+	StopRepeated PullStop = "page repeated"
+)
 
 // PullStats counts what a pull did.
 type PullStats struct {
@@ -64,17 +100,36 @@ type PullStats struct {
 	Requests  int // HTTP attempts, retries included
 	Providers int // providers handed to the callback
 	Repeats   int // providers skipped because their entityID was already delivered
+	// Stop says why the pull ended, at page Pages; empty after an error. A
+	// run report should show anything but StopShortPage.
+	Stop PullStop
 }
+
+// Complete reports whether the pull ended having read every match, so that
+// a caller may advance its watermark.
+func (s PullStats) Complete() bool { return s.Stop == StopShortPage || s.Stop == StopUnpaged }
 
 // StatusError is an HTTP answer other than 200 from OpenInfoMan.
 type StatusError struct {
 	StatusCode int
 	Status     string // e.g. "422 Unprocessable Entity"
 	Body       string // the start of the body, for diagnosis
+	// Location is where a redirect pointed, without query, fragment or
+	// user info; redirects are not followed.
+	Location string
 }
 
 func (e *StatusError) Error() string {
 	msg := "OpenInfoMan answered " + e.Status
+	if e.StatusCode >= 300 && e.StatusCode < 400 {
+		// Following would resend the request as a GET, or resend the
+		// credentials elsewhere.
+		where := "no Location"
+		if e.Location != "" {
+			where = "Location " + e.Location
+		}
+		return msg + " with " + where + " (redirects are not followed; check the OpenInfoMan URL)"
+	}
 	switch e.StatusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		msg += " (check the OpenInfoMan username and password)"
@@ -93,6 +148,11 @@ func (e *StatusError) Error() string {
 // pull is skipped and counted in Repeats (ids differing only in case are both
 // delivered: telling them apart is the caller's business). An error from fn
 // stops the pull and is returned wrapped.
+//
+// The pull ends at a short page, at a page of more than PageSize providers
+// (a server ignoring paging: that page is the whole result), at a page that
+// repeats the previous one (a server ignoring start), or with ErrPullBound;
+// PullStats.Stop tells which.
 func (c *Client) Providers(ctx context.Context, q ProviderQuery, fn func(*Provider) error) (PullStats, error) {
 	var stats PullStats
 	if c.BaseURL == "" || c.Document == "" {
@@ -102,11 +162,29 @@ func (c *Client) Providers(ctx context.Context, q ProviderQuery, fn func(*Provid
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
+	maxPages := c.MaxPages
+	if maxPages <= 0 {
+		maxPages = DefaultMaxProviders/pageSize + 1
+	}
+	maxProviders := maxPages * pageSize
+	if maxProviders/pageSize != maxPages {
+		maxProviders = int(^uint(0) >> 1) // overflowed: no provider bound
+	}
 	endpoint := strings.TrimRight(c.BaseURL, "/") + "/CSD/csr/" + url.PathEscape(c.Document) + "/careServicesRequest/" + ProviderSearch
 	hc := c.retryClient(&stats.Requests)
-	// Holds one id per delivered provider, a few MB for a national registry.
+	// Holds one id per delivered provider, about 100 bytes each: the
+	// provider bound keeps it under ~100 MB.
 	delivered := map[string]struct{}{}
+	// The ids of this page and the previous one, in order, to notice a
+	// repeated page; only PageSize of them matter.
+	var ids, prevIDs []string
 	deliver := func(p *Provider) error {
+		if len(ids) < pageSize {
+			ids = append(ids, p.EntityID)
+		}
+		if stats.Providers >= maxProviders {
+			return fmt.Errorf("more than %d providers (Client.MaxPages %d × PageSize %d): %w", maxProviders, maxPages, pageSize, ErrPullBound)
+		}
 		if p.EntityID != "" {
 			if _, dup := delivered[p.EntityID]; dup {
 				stats.Repeats++
@@ -119,8 +197,12 @@ func (c *Client) Providers(ctx context.Context, q ProviderQuery, fn func(*Provid
 	}
 	for page := 1; ; page++ {
 		start := (page-1)*pageSize + 1
+		if page > maxPages {
+			return stats, fmt.Errorf("csd: page %d (start %d): more than %d pages (Client.MaxPages) of %d providers, every one full: %w", page, start, maxPages, pageSize, ErrPullBound)
+		}
 		stats.Pages++
 		before := stats.Requests
+		ids = ids[:0]
 		n, err := c.page(ctx, hc, endpoint, requestParams(q, start, pageSize), deliver)
 		if err != nil {
 			if attempts := stats.Requests - before; attempts > 1 {
@@ -128,9 +210,18 @@ func (c *Client) Providers(ctx context.Context, q ProviderQuery, fn func(*Provid
 			}
 			return stats, fmt.Errorf("csd: page %d (start %d): %w", page, start, err)
 		}
-		if n < pageSize {
+		switch {
+		case n > pageSize:
+			stats.Stop = StopUnpaged
+			return stats, nil
+		case n < pageSize:
+			stats.Stop = StopShortPage
+			return stats, nil
+		case page > 1 && slices.Equal(ids, prevIDs):
+			stats.Stop = StopRepeated
 			return stats, nil
 		}
+		ids, prevIDs = prevIDs, ids
 	}
 }
 
@@ -156,7 +247,7 @@ func (c *Client) page(ctx context.Context, hc *retryablehttp.Client, endpoint st
 	}()
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return 0, &StatusError{StatusCode: resp.StatusCode, Status: resp.Status, Body: strings.Join(strings.Fields(string(snippet)), " ")}
+		return 0, &StatusError{StatusCode: resp.StatusCode, Status: resp.Status, Body: strings.Join(strings.Fields(string(snippet)), " "), Location: location(resp)}
 	}
 	br := bufio.NewReader(resp.Body)
 	if _, err := br.Peek(1); err == io.EOF {
@@ -166,11 +257,30 @@ func (c *Client) page(ctx context.Context, hc *retryablehttp.Client, endpoint st
 	return stats.Providers, err
 }
 
+// location is a redirect's target for an error message: resolved, and
+// stripped of what may carry a secret (user info, query, fragment).
+func location(resp *http.Response) string {
+	if resp.StatusCode < 300 || resp.StatusCode >= 400 {
+		return ""
+	}
+	u, err := resp.Location()
+	if err != nil {
+		return ""
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
 // requestParams builds the provider-search parameters. The watermark is
 // truncated to seconds, which can only widen the >= filter.
 func requestParams(q ProviderQuery, start, pageSize int) []byte {
 	var b strings.Builder
 	b.WriteString(`<csd:requestParams xmlns:csd="urn:ihe:iti:csd:2013">`)
+	if q.EntityID != "" {
+		b.WriteString(`<csd:id entityID="`)
+		_ = xml.EscapeText(&b, []byte(q.EntityID)) // a strings.Builder does not fail
+		b.WriteString(`"/>`)
+	}
 	if !q.UpdatedSince.IsZero() {
 		fmt.Fprintf(&b, `<csd:record updated="%s"/>`, q.UpdatedSince.UTC().Format(time.RFC3339))
 	}
@@ -183,6 +293,15 @@ func (c *Client) retryClient(requests *int) *retryablehttp.Client {
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
+	// A copy, so the caller's client (and its transport's instrumentation)
+	// is used without being changed. A followed redirect would repeat the
+	// POST as a GET, so a 3xx is answered as an error instead.
+	own := *hc
+	own.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if own.Timeout <= 0 {
+		own.Timeout = DefaultRequestTimeout
+	}
+	hc = &own
 	retryMax := c.RetryMax
 	switch {
 	case retryMax == 0:
@@ -223,5 +342,5 @@ func cappedBackoff(lo, hi time.Duration, attempt int, resp *http.Response) time.
 var defaultHTTPClient = sync.OnceValue(func() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.ResponseHeaderTimeout = 2 * time.Minute
-	return &http.Client{Transport: t, Timeout: 10 * time.Minute}
+	return &http.Client{Transport: t, Timeout: DefaultRequestTimeout}
 })

@@ -3,6 +3,7 @@ package csd_test
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net/http"
@@ -63,7 +64,7 @@ func TestClientPagesThroughEveryProviderOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Five full pages, then an empty sixth one ends the pull.
-	want := csd.PullStats{Pages: 6, Requests: 6, Providers: n}
+	want := csd.PullStats{Pages: 6, Requests: 6, Providers: n, Stop: csd.StopShortPage}
 	if stats != want || s.Requests() != 6 {
 		t.Errorf("stats = %+v, server saw %d requests; want %+v", stats, s.Requests(), want)
 	}
@@ -356,4 +357,225 @@ func (htmlAnswer) RoundTrip(r *http.Request) (*http.Response, error) {
 	rec.Header().Set("Content-Type", "text/html")
 	fmt.Fprint(rec, "<html><body>Bad gateway</body></html>")
 	return rec.Result(), nil
+}
+
+// TestClientPagingAlwaysEnds: a server that ignores paging once made the
+// pull loop until the sync timeout.
+func TestClientPagingAlwaysEnds(t *testing.T) {
+	tests := []struct {
+		name      string
+		n         int
+		opts      csdtest.Options
+		pageSize  int
+		maxPages  int
+		wantErr   string // empty: no error
+		wantStats csd.PullStats
+		complete  bool
+	}{
+		{
+			name: "paging honoured", n: 25, pageSize: 10,
+			wantStats: csd.PullStats{Pages: 3, Requests: 3, Providers: 25, Stop: csd.StopShortPage},
+			complete:  true,
+		},
+		{
+			name: "paging ignored: the first page is the whole result", n: 25, pageSize: 10,
+			opts:      csdtest.Options{IgnorePaging: true},
+			wantStats: csd.PullStats{Pages: 1, Requests: 1, Providers: 25, Stop: csd.StopUnpaged},
+			complete:  true,
+		},
+		{
+			name: "paging ignored with exactly one page of matches", n: 10, pageSize: 10,
+			opts:      csdtest.Options{IgnorePaging: true},
+			wantStats: csd.PullStats{Pages: 2, Requests: 2, Providers: 10, Repeats: 10, Stop: csd.StopRepeated},
+		},
+		{
+			name: "start ignored: the second page repeats the first", n: 25, pageSize: 10,
+			opts:      csdtest.Options{IgnoreStart: true},
+			wantStats: csd.PullStats{Pages: 2, Requests: 2, Providers: 10, Repeats: 10, Stop: csd.StopRepeated},
+		},
+		{
+			name: "page bound", n: 30, pageSize: 10, maxPages: 2,
+			wantErr:   "csd: page 3 (start 21): more than 2 pages (Client.MaxPages) of 10 providers, every one full: pull bound exceeded",
+			wantStats: csd.PullStats{Pages: 2, Requests: 2, Providers: 20},
+		},
+		{
+			name: "exactly at the page bound", n: 19, pageSize: 10, maxPages: 2,
+			wantStats: csd.PullStats{Pages: 2, Requests: 2, Providers: 19, Stop: csd.StopShortPage},
+			complete:  true,
+		},
+		{
+			name: "provider bound on an unpaged answer", n: 25, pageSize: 10, maxPages: 2,
+			opts:      csdtest.Options{IgnorePaging: true},
+			wantErr:   "more than 20 providers (Client.MaxPages 2 × PageSize 10): pull bound exceeded",
+			wantStats: csd.PullStats{Pages: 1, Requests: 1, Providers: 20},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startOIM(t, generated(t, tt.n), tt.opts)
+			c := newClient(s)
+			c.PageSize, c.MaxPages = tt.pageSize, tt.maxPages
+			ids, stats, err := pull(t, c, csd.ProviderQuery{})
+			if tt.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, csd.ErrPullBound)) {
+				t.Errorf("error %v, want %q wrapping ErrPullBound", err, tt.wantErr)
+			}
+			if stats != tt.wantStats || len(ids) != tt.wantStats.Providers || s.Requests() != tt.wantStats.Requests {
+				t.Errorf("stats %+v, %d ids, server saw %d requests; want %+v", stats, len(ids), s.Requests(), tt.wantStats)
+			}
+			if stats.Complete() != tt.complete {
+				t.Errorf("Complete() = %v", stats.Complete())
+			}
+		})
+	}
+}
+
+// endlessPages answers every page with max fresh providers, as a registry
+// growing faster than it is read would.
+func endlessPages(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var params struct {
+			Start int `xml:"start"`
+			Max   int `xml:"max"`
+		}
+		if err := xml.NewDecoder(r.Body).Decode(&params); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory>`)
+		for i := range params.Max {
+			fmt.Fprintf(w, `<provider entityID="p%d"/>`, params.Start+i)
+		}
+		fmt.Fprint(w, `</providerDirectory></CSD>`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestClientDefaultPageBound(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("reads a million providers; the race detector makes that slow")
+	}
+	srv := endlessPages(t)
+	// The default bound is derived from DefaultMaxProviders: 4 full pages
+	// of 250,000 and one more for the short last page; a sixth is refused.
+	c := &csd.Client{BaseURL: srv.URL, Document: "Providers", PageSize: csd.DefaultMaxProviders / 4}
+	var n int
+	stats, err := c.Providers(context.Background(), csd.ProviderQuery{}, func(*csd.Provider) error { n++; return nil })
+	wantPages := csd.DefaultMaxProviders/c.PageSize + 1
+	if !errors.Is(err, csd.ErrPullBound) || !strings.Contains(err.Error(), fmt.Sprintf("more than %d pages", wantPages)) {
+		t.Errorf("err = %v", err)
+	}
+	if stats.Pages != wantPages || n != wantPages*c.PageSize {
+		t.Errorf("stats %+v, %d providers", stats, n)
+	}
+}
+
+func TestClientEntityID(t *testing.T) {
+	s := startOIM(t, generated(t, 20), csdtest.Options{})
+	want := csdtest.GeneratedEntityID(42, 7)
+	ids, stats, err := pull(t, newClient(s), csd.ProviderQuery{EntityID: strings.ToUpper(want)})
+	if err != nil || len(ids) != 1 || ids[0] != want || stats.Stop != csd.StopShortPage {
+		t.Errorf("ids %q, stats %+v, err %v", ids, stats, err)
+	}
+	ids, _, err = pull(t, newClient(s), csd.ProviderQuery{EntityID: "urn:uuid:nobody", UpdatedSince: genStart})
+	if err != nil || len(ids) != 0 {
+		t.Errorf("unknown id: ids %q, err %v", ids, err)
+	}
+}
+
+func TestClientEntityIDIsEscaped(t *testing.T) {
+	var body bytes.Buffer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = body.ReadFrom(r.Body)
+		fmt.Fprint(w, `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory/></CSD>`)
+	}))
+	defer srv.Close()
+	c := &csd.Client{BaseURL: srv.URL, Document: "Providers", PageSize: 5}
+	if _, err := c.Providers(context.Background(), csd.ProviderQuery{EntityID: `a"<&'b`}, func(*csd.Provider) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := `<csd:requestParams xmlns:csd="urn:ihe:iti:csd:2013"><csd:id entityID="a&#34;&lt;&amp;&#39;b"/><csd:start>1</csd:start><csd:max>5</csd:max></csd:requestParams>`
+	if body.String() != want {
+		t.Errorf("body %s\nwant %s", body.String(), want)
+	}
+}
+
+func TestClientDoesNotFollowRedirects(t *testing.T) {
+	var followed int
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { followed++ }))
+	defer target.Close()
+	tests := []struct {
+		name, location, want string
+	}{
+		{"absolute", target.URL + "/CSD/elsewhere?token=s3cret#frag", "OpenInfoMan answered 307 Temporary Redirect with Location " + target.URL + "/CSD/elsewhere (redirects are not followed; check the OpenInfoMan URL)"},
+		{"relative", "/login?next=s3cret", "with Location http://127.0.0.1"},
+		{"with user info", "http://oim:s3cret@" + strings.TrimPrefix(target.URL, "http://") + "/x", "with Location " + target.URL + "/x ("},
+		{"none", "", "307 Temporary Redirect with no Location"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requests := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests++
+				if tt.location != "" {
+					w.Header().Set("Location", tt.location)
+				}
+				w.WriteHeader(http.StatusTemporaryRedirect)
+			}))
+			defer srv.Close()
+			// The caller's client would follow; the pull must not change it.
+			caller := &http.Client{}
+			c := &csd.Client{BaseURL: srv.URL, Document: "Providers", HTTPClient: caller}
+			_, stats, err := pull(t, c, csd.ProviderQuery{})
+			var se *csd.StatusError
+			if !errors.As(err, &se) || se.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("err %q shows the query or password", err)
+			}
+			if requests != 1 || stats.Requests != 1 || followed != 0 {
+				t.Errorf("%d requests, stats %+v, %d followed", requests, stats, followed)
+			}
+			if caller.CheckRedirect != nil || caller.Timeout != 0 {
+				t.Error("the caller's client was changed")
+			}
+		})
+	}
+}
+
+func TestClientRequestTimeout(t *testing.T) {
+	tests := []struct {
+		name   string
+		client *http.Client
+		want   time.Duration
+	}{
+		{"caller without Timeout gets the default", &http.Client{}, csd.DefaultRequestTimeout},
+		{"caller's Timeout is kept", &http.Client{Timeout: 42 * time.Second}, 42 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var left time.Duration
+			rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if d, ok := r.Context().Deadline(); ok {
+					left = time.Until(d)
+				}
+				rec := httptest.NewRecorder()
+				fmt.Fprint(rec, `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory/></CSD>`)
+				return rec.Result(), nil
+			})
+			tt.client.Transport = rt
+			c := &csd.Client{BaseURL: "http://oim.invalid", Document: "Providers", HTTPClient: tt.client}
+			if _, _, err := pull(t, c, csd.ProviderQuery{}); err != nil {
+				t.Fatal(err)
+			}
+			if left <= tt.want-time.Minute/2 || left > tt.want {
+				t.Errorf("request deadline in %v, want about %v", left, tt.want)
+			}
+		})
+	}
 }
