@@ -1,12 +1,15 @@
 package rapidprotest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -28,10 +31,16 @@ type contact struct {
 	modified time.Time
 }
 
-func (c *contact) groupRefs() []rapidpro.GroupRef {
-	refs := make([]rapidpro.GroupRef, 0, len(c.groups))
+// groupRefJSON is a group as listed on a contact.
+type groupRefJSON struct {
+	UUID string `json:"uuid"`
+	Name string `json:"name"`
+}
+
+func (c *contact) groupRefs() []groupRefJSON {
+	refs := make([]groupRefJSON, 0, len(c.groups))
 	for _, g := range c.groups {
-		refs = append(refs, rapidpro.GroupRef{UUID: g.uuid, Name: g.name})
+		refs = append(refs, groupRefJSON{UUID: g.uuid, Name: g.name})
 	}
 	return refs
 }
@@ -40,26 +49,28 @@ func (c *contact) groupRefs() []rapidpro.GroupRef {
 const (
 	maxNameRunes   = 64
 	maxListItems   = 100
+	maxURNLen      = 255
 	maxFieldValue  = 640
 	timestampStyle = "2006-01-02T15:04:05.000000Z"
 )
 
-// contactJSON is the contact representation of API v2.
+// contactJSON is the contact representation of API v2 (ContactReadSerializer).
 type contactJSON struct {
-	UUID       string              `json:"uuid"`
-	Name       *string             `json:"name"`
-	Status     string              `json:"status"`
-	Language   *string             `json:"language"`
-	URNs       []string            `json:"urns"`
-	Groups     []rapidpro.GroupRef `json:"groups"`
-	Notes      []any               `json:"notes"`
-	Fields     map[string]*string  `json:"fields"`
-	Flow       any                 `json:"flow"`
-	CreatedOn  string              `json:"created_on"`
-	ModifiedOn string              `json:"modified_on"`
-	LastSeenOn *string             `json:"last_seen_on"`
-	Blocked    bool                `json:"blocked"`
-	Stopped    bool                `json:"stopped"`
+	UUID     string  `json:"uuid"`
+	Name     *string `json:"name"`
+	// Status is raw so it can be null (deleted) or left out (OmitStatus).
+	Status     json.RawMessage    `json:"status,omitempty"`
+	Language   *string            `json:"language"`
+	URNs       []string           `json:"urns"`
+	Groups     []groupRefJSON     `json:"groups"`
+	Notes      []any              `json:"notes"`
+	Fields     map[string]*string `json:"fields"`
+	Flow       any                `json:"flow"`
+	CreatedOn  string             `json:"created_on"`
+	ModifiedOn string             `json:"modified_on"`
+	LastSeenOn *string            `json:"last_seen_on"`
+	Blocked    *bool              `json:"blocked"` // deprecated; null when deleted
+	Stopped    *bool              `json:"stopped"` // deprecated; null when deleted
 }
 
 func nullable(s string) *string {
@@ -73,19 +84,24 @@ func (s *Server) contactJSON(c *contact) contactJSON {
 	out := contactJSON{
 		UUID:       c.uuid,
 		Name:       nullable(c.name),
-		Status:     c.status,
+		Status:     json.RawMessage(`null`),
 		Language:   nullable(c.language),
 		URNs:       append([]string{}, c.urns...),
 		Groups:     c.groupRefs(),
 		Notes:      []any{},
-		Fields:     s.fieldValues(c),
+		Fields:     map[string]*string{},
 		CreatedOn:  c.created.UTC().Format(timestampStyle),
 		ModifiedOn: c.modified.UTC().Format(timestampStyle),
-		Blocked:    c.status == "blocked",
-		Stopped:    c.status == "stopped",
 	}
-	if c.deleted {
-		out.Status, out.Fields = "", map[string]*string{}
+	if !c.deleted {
+		// A deleted contact has status, blocked and stopped all null.
+		out.Status, _ = json.Marshal(c.status)
+		blocked, stopped := c.status == "blocked", c.status == "stopped"
+		out.Blocked, out.Stopped = &blocked, &stopped
+		out.Fields = s.fieldValues(c)
+	}
+	if s.opts.OmitStatus {
+		out.Status = nil
 	}
 	return out
 }
@@ -107,12 +123,18 @@ func (s *Server) listContacts(w http.ResponseWriter, r *http.Request, _ []byte) 
 	wantDeleted := q.Get("deleted") == "true"
 	match := func(c *contact) bool { return c.deleted == wantDeleted }
 
-	if uuid := q.Get("uuid"); uuid != "" {
+	// Unlike a POST, a listing takes uuid and urn together (both filter).
+	if msg := uuidParamProblem(q, "uuid"); msg != "" {
+		writeDetail(w, http.StatusBadRequest, msg)
+		return
+	}
+	if uuid, _ := parseUUID(q.Get("uuid")); uuid != "" {
 		prev := match
-		match = func(c *contact) bool { return prev(c) && strings.EqualFold(c.uuid, uuid) }
+		match = func(c *contact) bool { return prev(c) && c.uuid == uuid }
 	}
 	if raw := q.Get("urn"); raw != "" {
-		urn, ok := s.normalizeURN(raw)
+		// A phone that does not parse is not an error: it matches nothing.
+		urn, ok := lookupURN(raw, s.opts.Country)
 		if !ok {
 			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+raw)
 			return
@@ -137,8 +159,8 @@ func (s *Server) listContacts(w http.ResponseWriter, r *http.Request, _ []byte) 
 		if raw == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339Nano, raw)
-		if err != nil {
+		t, ok := parseISO8601(raw)
+		if !ok {
 			match = func(*contact) bool { return false } // RapidPro silently returns nothing
 			continue
 		}
@@ -185,24 +207,80 @@ type contactWrite struct {
 	fields               map[string]*string // nil value = clear
 }
 
+// charField runs DRF's CharField checks on a JSON value: strings and numbers
+// (stringified) are taken, trimmed; null is reported as null; "" or blank
+// after trimming and other types are errors. msg is "" when valid.
+func charField(raw json.RawMessage, allowBlank bool) (value string, null bool, msg string) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
+		return "", false, "Not a valid string."
+	}
+	switch t := v.(type) {
+	case nil:
+		return "", true, ""
+	case string:
+		value = t
+	case json.Number:
+		value = pythonNumber(t)
+	default:
+		return "", false, "Not a valid string."
+	}
+	value = strings.TrimSpace(value)
+	if value == "" && !allowBlank {
+		return "", false, "This field may not be blank."
+	}
+	if strings.ContainsRune(value, 0) {
+		return "", false, "Null characters are not allowed."
+	}
+	return value, false, ""
+}
+
+// pythonNumber is str() of the number Python's json module decodes: ints
+// as written, floats in repr form ("1.5", "1000.0", "1e+16").
+func pythonNumber(n json.Number) string {
+	text := n.String()
+	if !strings.ContainsAny(text, ".eE") {
+		return text
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return text
+	}
+	if a := math.Abs(f); a != 0 && (a < 1e-4 || a >= 1e16) {
+		return strconv.FormatFloat(f, 'e', -1, 64)
+	}
+	out := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.Contains(out, ".") {
+		out += ".0"
+	}
+	return out
+}
+
+// Three-letter codes pycountry does not know as ISO 639-3 alpha_3 although
+// they look like languages: the ISO 639-2/B forms.
+var bibliographicCodes = []string{
+	"alb", "arm", "baq", "bur", "chi", "cze", "dut", "fre", "geo", "ger",
+	"gre", "ice", "mac", "mao", "may", "per", "rum", "slo", "tib", "wel",
+}
+
 var languagePattern = regexp.MustCompile(`^[a-z]{3}$`)
 
-// parseContactWrite validates a body, collecting every field's errors as
-// DRF does. URN ownership is checked by the caller (create and update
-// differ).
+// parseContactWrite validates a body as ContactWriteSerializer does:
+// every field's errors at once, each field stopping at its first problem.
+// URN ownership is checked by the caller (create and update differ).
 func (s *Server) parseContactWrite(obj map[string]json.RawMessage) (contactWrite, fieldErrors) {
 	var cw contactWrite
 	errs := fieldErrors{}
 
 	if raw, ok := obj["name"]; ok {
-		v, null, isString := stringValue(raw)
+		v, null, msg := charField(raw, false)
 		switch {
-		case !isString:
-			errs.add("name", "Not a valid string.")
+		case msg != "":
+			errs.add("name", msg)
 		case null:
 			cw.nameSet = true
-		case strings.TrimSpace(v) == "":
-			errs.add("name", "This field may not be blank.")
 		case utf8.RuneCountInString(v) > maxNameRunes:
 			errs.add("name", fmt.Sprintf("Ensure this field has no more than %d characters.", maxNameRunes))
 		default:
@@ -211,13 +289,18 @@ func (s *Server) parseContactWrite(obj map[string]json.RawMessage) (contactWrite
 	}
 
 	if raw, ok := obj["language"]; ok {
-		v, null, isString := stringValue(raw)
+		v, null, msg := charField(raw, false)
+		n := utf8.RuneCountInString(v)
 		switch {
-		case !isString:
-			errs.add("language", "Not a valid string.")
+		case msg != "":
+			errs.add("language", msg)
 		case null:
 			cw.languageSet = true
-		case !languagePattern.MatchString(v):
+		case n < 3:
+			errs.add("language", "Ensure this field has at least 3 characters.")
+		case n > 3:
+			errs.add("language", "Ensure this field has no more than 3 characters.")
+		case !languagePattern.MatchString(v) || slices.Contains(bibliographicCodes, v):
 			errs.add("language", "Not a valid ISO639-3 language code.")
 		default:
 			cw.languageSet, cw.language = true, v
@@ -228,19 +311,34 @@ func (s *Server) parseContactWrite(obj map[string]json.RawMessage) (contactWrite
 		var list []json.RawMessage
 		switch {
 		case json.Unmarshal(raw, &list) != nil || list == nil:
-			errs.add("urns", "Expected a list of items.")
-		case len(list) > maxListItems:
-			errs.add("urns", fmt.Sprintf("Ensure this field has no more than %d elements.", maxListItems))
+			errs.add("urns", fmt.Sprintf("Expected a list of items but got type \"%s\".", pythonType(raw)))
 		default:
 			cw.urnsSet, cw.urns = true, []string{}
 			for i, item := range list {
-				v, null, isString := stringValue(item)
-				urn, valid := s.normalizeURN(v)
-				if !isString || null || !valid {
-					errs.addAt("urns", fmt.Sprint(i), "URN is not valid.")
+				v, null, msg := charField(item, false)
+				if null {
+					msg = "This field may not be null."
+				}
+				if msg == "" {
+					urn, valid := s.normalizeURN(urnText(item))
+					switch {
+					case !valid:
+						msg = fmt.Sprintf("Invalid URN: %s. Ensure phone numbers contain country codes.", urnText(item))
+					case len(urn) > maxURNLen:
+						msg = fmt.Sprintf("Ensure this field has no more than %d characters.", maxURNLen)
+					default:
+						v = urn
+					}
+				}
+				if msg != "" {
+					errs.addAt("urns", fmt.Sprint(i), msg)
 					continue
 				}
-				cw.urns = append(cw.urns, urn)
+				cw.urns = append(cw.urns, v)
+			}
+			// The list's own length check runs after its items'.
+			if _, failed := errs["urns"]; !failed && len(list) > maxListItems {
+				errs.add("urns", fmt.Sprintf("Ensure this field has no more than %d elements.", maxListItems))
 			}
 		}
 	}
@@ -249,15 +347,16 @@ func (s *Server) parseContactWrite(obj map[string]json.RawMessage) (contactWrite
 		var list []json.RawMessage
 		switch {
 		case json.Unmarshal(raw, &list) != nil || list == nil:
-			errs.add("groups", "Expected a list of items.")
+			errs.add("groups", fmt.Sprintf("Expected a list of items but got type \"%s\".", pythonType(raw)))
 		case len(list) > maxListItems:
 			errs.add("groups", fmt.Sprintf("Ensure this field has no more than %d elements.", maxListItems))
 		default:
 			cw.groupsSet, cw.groups = true, []*group{}
 			for _, item := range list {
-				ref, _, isString := stringValue(item)
-				if !isString {
-					errs.add("groups", "Not a valid string.") // e.g. {uuid, name} objects
+				// Only the first bad item is reported (a related field list).
+				ref, ok := refValue(item)
+				if !ok {
+					errs.add("groups", "Must be a string or integer") // e.g. {uuid, name} objects
 					break
 				}
 				g := s.groupByRef(ref)
@@ -276,117 +375,153 @@ func (s *Server) parseContactWrite(obj map[string]json.RawMessage) (contactWrite
 		var values map[string]json.RawMessage
 		switch {
 		case json.Unmarshal(raw, &values) != nil || values == nil:
-			errs.add("fields", "Expected a dictionary of items.")
-		case len(values) > maxListItems:
-			errs.add("fields", fmt.Sprintf("Ensure this field has no more than %d elements.", maxListItems))
+			errs.add("fields", fmt.Sprintf("Expected a dictionary of items but got type \"%s\".", pythonType(raw)))
 		default:
+			// Each value first (errors keyed by field key), then the
+			// length, then the keys, where only the first unknown one
+			// in the order sent is reported.
 			cw.fields = map[string]*string{}
-			keys := make([]string, 0, len(values))
-			for k := range values {
-				keys = append(keys, k)
+			keys := objectKeys(raw)
+			for _, k := range keys {
+				v, null, msg := charField(values[k], true)
+				switch {
+				case msg != "":
+					errs.addAt("fields", k, msg)
+				case null || v == "":
+					cw.fields[k] = nil
+				default:
+					if r := []rune(v); len(r) > maxFieldValue {
+						v = string(r[:maxFieldValue]) // the engine cuts silently
+					}
+					cw.fields[k] = &v
+				}
 			}
-			sort.Strings(keys)
+			if _, failed := errs["fields"]; failed {
+				break
+			}
+			if len(values) > maxListItems {
+				errs.add("fields", fmt.Sprintf("Ensure this field has no more than %d elements.", maxListItems))
+				break
+			}
 			for _, k := range keys {
 				if s.fieldByKey(k) == nil {
 					errs.add("fields", "Invalid contact field key: "+k)
-					continue
+					break
 				}
-				v, msg := fieldValue(values[k])
-				if msg != "" {
-					errs.addAt("fields", k, msg)
-					continue
-				}
-				cw.fields[k] = v
 			}
 		}
 	}
 	return cw, errs
 }
 
-// fieldValue reads a field value: strings, numbers (stringified) and null;
-// "" clears like null. Values are cut at the engine's limit.
-func fieldValue(raw json.RawMessage) (*string, string) {
+// urnText is a URN item as str() shows it (URNField takes str(data)).
+func urnText(raw json.RawMessage) string {
 	var v any
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return nil, "Not a valid string."
-	}
-	var s string
+	_ = dec.Decode(&v)
 	switch t := v.(type) {
-	case nil:
-		return nil, ""
 	case string:
-		s = t
+		return t
 	case json.Number:
-		s = t.String()
-	default:
-		return nil, "Not a valid string."
+		return pythonNumber(t)
 	}
-	if strings.ContainsRune(s, 0) {
-		return nil, "Null characters are not allowed."
+	return string(raw)
+}
+
+// refValue reads an object reference: a string, or an integer as text.
+func refValue(raw json.RawMessage) (string, bool) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
+		return "", false
 	}
-	if s == "" {
-		return nil, ""
+	switch t := v.(type) {
+	case string:
+		return t, true
+	case json.Number:
+		if !strings.ContainsAny(t.String(), ".eE") {
+			return t.String(), true
+		}
 	}
-	if r := []rune(s); len(r) > maxFieldValue {
-		s = string(r[:maxFieldValue])
+	return "", false
+}
+
+// pythonType names a JSON value's type as Python's type(x).__name__ does.
+func pythonType(raw json.RawMessage) string {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	_ = dec.Decode(&v)
+	switch t := v.(type) {
+	case []any:
+		return "list"
+	case map[string]any:
+		return "dict"
+	case string:
+		return "str"
+	case json.Number:
+		if strings.ContainsAny(t.String(), ".eE") {
+			return "float"
+		}
+		return "int"
+	case bool:
+		return "bool"
 	}
-	return &s, ""
+	return "NoneType"
 }
 
 // writeContact is POST contacts.json: create, update by ?uuid= or upsert by
-// ?urn=.
+// ?urn=. The URL is checked first (as get_lookup_values does, uuid before
+// urn), then the object is found, then the body is read.
 func (s *Server) writeContact(w http.ResponseWriter, r *http.Request, body []byte) {
 	q := r.URL.Query()
+	_, hasUUID := q["uuid"]
+	_, hasURN := q["urn"]
 	uuid, rawURN := q.Get("uuid"), q.Get("urn")
-	if uuid != "" && rawURN != "" {
-		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
+	if msg := uuidParamProblem(q, "uuid"); msg != "" {
+		writeDetail(w, http.StatusBadRequest, msg)
 		return
 	}
-	obj, ok := decodeObject(w, body)
-	if !ok {
+	var lookupIdentity string
+	if hasURN {
+		var ok bool
+		if lookupIdentity, ok = lookupURN(rawURN, s.opts.Country); !ok {
+			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+rawURN)
+			return
+		}
+	}
+	if hasUUID && hasURN {
+		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
 		return
 	}
 
 	var target *contact
 	switch {
-	case uuid != "":
-		if !uuidPattern.MatchString(uuid) {
-			writeDetail(w, http.StatusBadRequest, fmt.Sprintf("Param 'uuid': %s is not a valid UUID.", uuid))
+	case hasUUID:
+		// The column is text: the value must match exactly as stored.
+		if target = s.byUUID[uuid]; target == nil {
+			notFound(w, "Contact")
 			return
 		}
-		if target = s.byUUID[strings.ToLower(uuid)]; target == nil {
-			writeDetail(w, http.StatusNotFound, "Not found.")
-			return
-		}
-	case rawURN != "":
+	case hasURN:
+		target = s.byURN[lookupIdentity] // none: the upsert creates
+	}
+
+	obj, ok := decodeObject(w, body)
+	if !ok {
+		return
+	}
+	if hasURN {
 		if _, has := obj["urns"]; has {
 			writeJSON(w, http.StatusBadRequest, fieldErrors{"urns": []string{"Field not allowed when using URN in URL"}})
 			return
 		}
-		urn, valid := s.normalizeURN(rawURN)
-		if !valid {
-			writeJSON(w, http.StatusBadRequest, fieldErrors{"urns": map[string][]string{"0": {"URN is not valid."}}})
-			return
-		}
-		if target = s.byURN[urn]; target == nil {
-			obj["urns"], _ = json.Marshal([]string{urn})
-		}
 	}
-
 	cw, errs := s.parseContactWrite(obj)
-	if target == nil {
-		for i, urn := range cw.urns {
-			if s.byURN[urn] != nil {
-				errs.addAt("urns", fmt.Sprint(i), "URN is in use by another contact.")
-			}
-		}
-	} else {
-		if target.deleted {
-			errs.add("non_field_errors", "Deleted contacts can't be modified.")
-		}
-		if cw.groupsSet && len(cw.groups) > 0 && target.status != "active" {
+	if cw.groupsSet && len(cw.groups) > 0 && target != nil && target.status != "active" {
+		if _, failed := errs["groups"]; !failed {
 			errs.add("groups", "Non-active contacts can't be added to groups")
 		}
 	}
@@ -394,8 +529,37 @@ func (s *Server) writeContact(w http.ResponseWriter, r *http.Request, body []byt
 		writeJSON(w, http.StatusBadRequest, errs)
 		return
 	}
+	// Serializer.validate(), reached only when every field is valid.
+	if target != nil && target.deleted {
+		writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{"Deleted contacts can't be modified."}})
+		return
+	}
+	if hasURN && target == nil {
+		// The URL's URN, already normalised, is validated again without
+		// the workspace country.
+		urn, valid := s.normalizeURNIn(lookupIdentity, "")
+		if !valid {
+			writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{
+				fmt.Sprintf("Invalid URN: %s. Ensure phone numbers contain country codes.", lookupIdentity),
+			}})
+			return
+		}
+		cw.urnsSet, cw.urns = true, []string{urn}
+	}
 
 	if target == nil {
+		// mailroom reports only the first taken URN; two equal URNs in
+		// one body collide on insert and are reported at index 0.
+		for i, urn := range cw.urns {
+			if s.byURN[urn] != nil {
+				writeJSON(w, http.StatusBadRequest, fieldErrors{"urns": map[string][]string{fmt.Sprint(i): {"URN is in use by another contact."}}})
+				return
+			}
+		}
+		if len(dedupe(cw.urns)) != len(cw.urns) {
+			writeJSON(w, http.StatusBadRequest, fieldErrors{"urns": map[string][]string{"0": {"URN is in use by another contact."}}})
+			return
+		}
 		c := s.createContact(cw)
 		writeJSON(w, http.StatusCreated, s.contactJSON(c))
 		return
@@ -491,20 +655,35 @@ func dedupe(list []string) []string {
 // frees the URNs.
 func (s *Server) deleteContact(w http.ResponseWriter, r *http.Request, _ []byte) {
 	q := r.URL.Query()
+	_, hasUUID := q["uuid"]
+	_, hasURN := q["urn"]
+	if msg := uuidParamProblem(q, "uuid"); msg != "" {
+		writeDetail(w, http.StatusBadRequest, msg)
+		return
+	}
+	var urn string
+	if hasURN {
+		var ok bool
+		if urn, ok = lookupURN(q.Get("urn"), s.opts.Country); !ok {
+			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+q.Get("urn"))
+			return
+		}
+	}
 	var c *contact
 	switch {
-	case q.Get("uuid") != "":
-		c = s.byUUID[strings.ToLower(q.Get("uuid"))]
-	case q.Get("urn") != "":
-		if urn, ok := s.normalizeURN(q.Get("urn")); ok {
-			c = s.byURN[urn]
-		}
+	case hasUUID && hasURN:
+		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
+		return
+	case hasUUID:
+		c = s.byUUID[q.Get("uuid")]
+	case hasURN:
+		c = s.byURN[urn]
 	default:
 		writeDetail(w, http.StatusBadRequest, "URL must contain one of the following parameters: urn, uuid")
 		return
 	}
 	if c == nil || c.deleted {
-		writeDetail(w, http.StatusNotFound, "Not found.")
+		notFound(w, "Contact")
 		return
 	}
 	s.softDelete(c)
@@ -571,7 +750,7 @@ func (s *Server) AddContact(in rapidpro.Contact) rapidpro.Contact {
 		}
 		list = append(list, urn)
 	}
-	for _, ref := range in.Groups {
+	for _, ref := range in.Groups { // rapidpro.GroupRef: a Go-facing seed, not wire JSON
 		g := s.groupByRef(ref.UUID)
 		if g == nil {
 			g = s.groupByRef(ref.Name)

@@ -9,6 +9,7 @@
 package rapidprotest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +39,9 @@ type Options struct {
 	RateLimit  int              // requests per scope (v2.contacts, v2) per RateWindow; 0 = unlimited
 	RateWindow time.Duration    // default 1h
 	Now        func() time.Time // clock for timestamps and the rate window; default time.Now
+	// OmitStatus makes contacts look as older servers sent them: no
+	// "status" key, only the deprecated "blocked" and "stopped" booleans.
+	OmitStatus bool
 }
 
 // Request is one request the server received.
@@ -63,6 +68,15 @@ type Fault struct {
 	Delay       time.Duration // wait before handling; with AfterCommit, after handling and before answering
 	Drop        bool          // close the connection without answering
 	AfterCommit bool          // handle the request (writes commit) and only then delay, fail or drop
+	// CutBody handles the request (writes commit), then sends the real
+	// status line, headers and Content-Length but only the first half of
+	// the body, and closes the connection: a reset mid-body.
+	CutBody bool
+	// Body, with Status, is sent instead of the default body for that
+	// status: as text/html when it starts with "<", else as
+	// application/json (valid or not). Status 200 with a Body answers
+	// without handling the request (nothing commits) unless AfterCommit.
+	Body string
 }
 
 // Server is an in-memory RapidPro workspace. Methods are safe for concurrent
@@ -175,7 +189,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return // client gone or server closing: nobody reads an answer
 	}
 	failing := f.Status != 0 || f.Drop
-	if failing && !f.AfterCommit {
+	if failing && !f.AfterCommit && !f.CutBody {
 		s.setStatus(idx, answerFault(w, f))
 		return
 	}
@@ -185,8 +199,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if f.Delay > 0 && f.AfterCommit && !s.sleep(r, f.Delay) {
 		return
 	}
-	if failing {
+	if failing && !f.CutBody {
 		s.setStatus(idx, answerFault(w, f))
+		return
+	}
+	if f.CutBody {
+		s.setStatus(idx, cutBody(w, rec))
 		return
 	}
 	for k, v := range rec.Header() {
@@ -247,6 +265,16 @@ func answerFault(w http.ResponseWriter, f Fault) int {
 		}
 		panic(http.ErrAbortHandler) // no hijacking (HTTP/2): abort the stream instead
 	}
+	if f.Body != "" {
+		ct := "application/json"
+		if strings.HasPrefix(strings.TrimSpace(f.Body), "<") {
+			ct = "text/html; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body)
+		return f.Status
+	}
 	switch f.Status {
 	case http.StatusTooManyRequests:
 		throttled(w, retryAfterSeconds(f.RetryAfter))
@@ -266,6 +294,29 @@ func answerFault(w http.ResponseWriter, f Fault) int {
 		writeDetail(w, f.Status, http.StatusText(f.Status))
 	}
 	return f.Status
+}
+
+// cutBody sends rec's status, headers and full Content-Length but only half
+// its body, then closes the connection. It returns the status sent.
+func cutBody(w http.ResponseWriter, rec *httptest.ResponseRecorder) int {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	defer conn.Close()
+	body := rec.Body.Bytes()
+	h := rec.Header().Clone()
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\n", rec.Code, http.StatusText(rec.Code))
+	_ = h.Write(buf)
+	buf.WriteString("\r\n")
+	_, _ = buf.Write(body[:len(body)/2])
+	_ = buf.Flush()
+	return rec.Code
 }
 
 // retryAfterSeconds rounds up to whole seconds, at least 1, as DRF does;
@@ -329,7 +380,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	methods, ok := handlers[name]
 	if !ok {
-		writeDetail(w, http.StatusNotFound, "Not found.")
+		// No URL pattern matches: Django's own HTML 404, not a DRF answer.
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, "<!doctype html>\n<html lang=\"en\">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n")
 		return
 	}
 	h, ok := methods[r.Method]
@@ -370,6 +424,7 @@ func (s *Server) authenticate(r *http.Request) string {
 		if _, pass, ok := r.BasicAuth(); ok && pass == s.opts.Token {
 			return ""
 		}
+		return "Invalid token or email" // APIBasicAuthentication's text
 	}
 	return "Invalid token"
 }
@@ -395,7 +450,11 @@ func (s *Server) throttle(scope string) (int, bool) {
 
 func throttled(w http.ResponseWriter, seconds int) {
 	msg := "Request was throttled."
-	if seconds > 0 {
+	switch {
+	case seconds == 1: // DRF's ngettext: singular for exactly one
+		w.Header().Set("Retry-After", "1")
+		msg = "Request was throttled. Expected available in 1 second."
+	case seconds > 1:
 		w.Header().Set("Retry-After", fmt.Sprint(seconds))
 		msg = fmt.Sprintf("Request was throttled. Expected available in %d seconds.", seconds)
 	}
@@ -445,8 +504,12 @@ func (e fieldErrors) addAt(field, at, msg string) {
 }
 
 // decodeObject reads a body that must be one JSON object, answering 400 as
-// DRF does when it is not.
+// RapidPro's WriteSerializer does when it is not. An empty body is an empty
+// object, as DRF parses it.
 func decodeObject(w http.ResponseWriter, body []byte) (map[string]json.RawMessage, bool) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return map[string]json.RawMessage{}, true
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err == nil && obj != nil {
 		return obj, true
@@ -456,24 +519,33 @@ func decodeObject(w http.ResponseWriter, body []byte) (map[string]json.RawMessag
 		writeDetail(w, http.StatusBadRequest, "JSON parse error - "+err.Error())
 		return nil, false
 	}
-	writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{
-		fmt.Sprintf("Invalid data. Expected a dictionary, but got %s.", jsonTypeName(anything)),
-	}})
+	writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{"Request body should be a single JSON object"}})
 	return nil, false
 }
 
-func jsonTypeName(v any) string {
-	switch v.(type) {
-	case []any:
-		return "list"
-	case string:
-		return "str"
-	case float64:
-		return "int"
-	case bool:
-		return "bool"
+// objectKeys lists the keys of a JSON object in the order sent (Python
+// dicts keep it, and some checks report only the first offender).
+func objectKeys(raw json.RawMessage) []string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
 	}
-	return "NoneType"
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		k, _ := t.(string)
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return keys
+		}
+	}
+	return keys
 }
 
 // stringValue decodes a JSON string, reporting whether it was null.
@@ -504,22 +576,52 @@ func newUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-var uuidPattern = regexp.MustCompile(`^(?i)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+var hex32 = regexp.MustCompile(`^[0-9a-fA-F]{32}$`)
+
+// parseUUID accepts what Python's uuid.UUID() does (hyphens optional, braces,
+// "urn:uuid:" prefix, any case) and returns the canonical lower-case form.
+func parseUUID(s string) (string, bool) {
+	h := strings.ReplaceAll(strings.ReplaceAll(s, "urn:", ""), "uuid:", "")
+	h = strings.ReplaceAll(strings.Trim(h, "{}"), "-", "")
+	if !hex32.MatchString(h) {
+		return "", false
+	}
+	h = strings.ToLower(h)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], true
+}
+
+// uuidParamProblem is the 400 detail for a ?name= that is not a UUID, as
+// BaseAPIView words it; "" when it is one (or absent).
+func uuidParamProblem(q url.Values, name string) string {
+	if v, present := q[name]; present && len(v) > 0 {
+		if _, ok := parseUUID(v[0]); !ok {
+			return fmt.Sprintf("Param '%s': %s is not a valid UUID.", name, v[0])
+		}
+	}
+	return ""
+}
+
+// notFound is Django's get_object_or_404 text, which DRF 3.15+ keeps.
+func notFound(w http.ResponseWriter, model string) {
+	writeDetail(w, http.StatusNotFound, fmt.Sprintf("No %s matches the given query.", model))
+}
 
 // normalizeURN normalises a URN as the server does: tel numbers through
 // libphonenumber with the workspace country, other schemes by their own
 // rules. ok is false for an invalid URN.
 func (s *Server) normalizeURN(raw string) (string, bool) {
-	if len(raw) > 255 {
-		return "", false
-	}
+	return s.normalizeURNIn(raw, s.opts.Country)
+}
+
+// normalizeURNIn is normalizeURN with the given country ("" = none).
+func (s *Server) normalizeURNIn(raw, country string) (string, bool) {
 	u, err := urns.Parse(raw)
 	if err != nil {
 		return "", false
 	}
 	scheme, path, _, _ := u.ToParts()
 	if scheme == urns.Phone.Prefix {
-		tel, err := urns.ParsePhone(path, i18n.Country(s.opts.Country), false, false)
+		tel, err := urns.ParsePhone(path, i18n.Country(country), false, false)
 		if err != nil || !strings.HasPrefix(string(tel), "tel:+") {
 			return "", false
 		}
@@ -530,6 +632,37 @@ func (s *Server) normalizeURN(raw string) (string, bool) {
 		return "", false
 	}
 	return string(n.Identity()), true
+}
+
+// lookupURN is the identity a ?urn= (or a contact_actions URN) is looked up
+// by, as URN.normalize computes it: a phone that does not parse is kept as
+// its bare digits and letters, so it is not an error here, it just matches
+// nothing. Only a URN without scheme or path, or of an unknown scheme, is
+// invalid. contact_actions normalises without the workspace country.
+func lookupURN(raw, country string) (string, bool) {
+	u, err := urns.Parse(raw)
+	if err != nil {
+		return "", false
+	}
+	scheme, path, _, _ := u.ToParts()
+	if scheme != urns.Phone.Prefix {
+		return string(u.Normalize().Identity()), true
+	}
+	number := strings.TrimSpace(path)
+	var b strings.Builder
+	for _, r := range strings.ToLower(number) {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' {
+			b.WriteRune(r)
+		}
+	}
+	normalized := b.String()
+	if tel, err := urns.ParsePhone(number, i18n.Country(country), false, false); err == nil && strings.HasPrefix(string(tel), "tel:+") {
+		return string(tel), true
+	}
+	if normalized == "" {
+		return "", false
+	}
+	return "tel:" + normalized, true
 }
 
 // cursorKey orders paged items: by time (contacts' modified_on), then by
@@ -600,17 +733,69 @@ func writePage[T any](w http.ResponseWriter, r *http.Request, pageSize int, item
 	}{next, nil, results})
 }
 
-// exportContact converts to the client's type (used by snapshots).
+// exportContact converts to the client's type for Go callers (snapshots);
+// it never goes on the wire.
 func (s *Server) exportContact(c *contact) rapidpro.Contact {
+	groups := make([]rapidpro.GroupRef, 0, len(c.groups))
+	for _, g := range c.groups {
+		groups = append(groups, rapidpro.GroupRef{UUID: g.uuid, Name: g.name})
+	}
 	return rapidpro.Contact{
 		UUID:       c.uuid,
 		Name:       c.name,
 		Language:   c.language,
 		URNs:       append([]string{}, c.urns...),
-		Groups:     c.groupRefs(),
+		Groups:     groups,
 		Fields:     s.fieldValues(c),
 		Status:     c.status,
 		CreatedOn:  c.created,
 		ModifiedOn: c.modified,
 	}
+}
+
+// iso8601Pattern follows the Python iso8601 package RapidPro parses after
+// and before with: the date alone, or with a time, and a zone that may be
+// missing (then UTC).
+var iso8601Pattern = regexp.MustCompile(`^(\d{4})(?:-?(\d{1,2})(?:-?(\d{1,2})(?:[T ](\d{2})(?::?(\d{2}))?(?::?(\d{1,2})(?:[.,](\d+))?)?(Z|[-+]\d{2}(?::?\d{2})?)?)?)?)?$`)
+
+func parseISO8601(s string) (time.Time, bool) {
+	m := iso8601Pattern.FindStringSubmatch(s)
+	if m == nil {
+		return time.Time{}, false
+	}
+	num := func(v string, def int) int {
+		if v == "" {
+			return def
+		}
+		n := 0
+		for _, r := range v {
+			n = n*10 + int(r-'0')
+		}
+		return n
+	}
+	year, month, day := num(m[1], 0), num(m[2], 1), num(m[3], 1)
+	hour, minute, sec := num(m[4], 0), num(m[5], 0), num(m[6], 0)
+	frac := m[7]
+	if len(frac) > 6 {
+		frac = frac[:6]
+	}
+	micros := num((frac + "000000")[:6], 0)
+	if month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	loc := time.UTC
+	if z := m[8]; z != "" && z != "Z" {
+		sign := 1
+		if z[0] == '-' {
+			sign = -1
+		}
+		digits := strings.ReplaceAll(z[1:], ":", "")
+		offset := num(digits[:2], 0)*3600 + num(digits[2:], 0)*60
+		loc = time.FixedZone(z, sign*offset)
+	}
+	t := time.Date(year, time.Month(month), day, hour, minute, sec, micros*1000, loc)
+	if t.Day() != day { // 31 April and the like
+		return time.Time{}, false
+	}
+	return t, true
 }

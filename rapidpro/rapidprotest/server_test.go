@@ -160,7 +160,9 @@ func TestAuthAndRouting(t *testing.T) {
 		{"no token", "", "GET", contacts, 403, `{"detail": "Authentication credentials were not provided."}`, "application/json"},
 		{"docs page without .json", "", "GET", "/api/v2/contacts", 200, "", "text/html"},
 		{"POST without .json", "Token secret", "POST", "/api/v2/contacts", 405, "", "text/html"},
-		{"unknown endpoint", "Token secret", "GET", "/api/v2/nothing.json", 404, `{"detail": "Not found."}`, "application/json"},
+		{"unknown endpoint (Django's HTML 404)", "Token secret", "GET", "/api/v2/nothing.json", 404, "", "text/html"},
+		{"bad basic credentials", "Basic " + base64.StdEncoding.EncodeToString([]byte("admin@example.org:nope")), "GET", contacts, 403,
+			`{"detail": "Invalid token or email"}`, "application/json"},
 		{"method not allowed", "Token secret", "PUT", contacts, 405, `{"detail": "Method \"PUT\" not allowed."}`, "application/json"},
 		{"outside the API", "Token secret", "GET", "/", 404, "", "text/html"},
 	}
@@ -194,7 +196,12 @@ func TestCreateContact(t *testing.T) {
 		{"local number with the workspace country", `{"name": "A", "urns": ["tel:0777123456"]}`, 201, ""},
 		{"taken URN", `{"urns": ["tel:+231777000001", "tel:0886 000 111"]}`, 400,
 			`{"urns": {"1": ["URN is in use by another contact."]}}`},
-		{"invalid URN", `{"urns": ["tel:12"]}`, 400, `{"urns": {"0": ["URN is not valid."]}}`},
+		{"two taken URNs: only the first is reported", `{"urns": ["tel:+231777000001", "tel:+231886000111", "tel:+231886000111"]}`, 400,
+			`{"urns": {"1": ["URN is in use by another contact."]}}`},
+		{"one URN twice", `{"urns": ["tel:+231777000002", "tel:0777000002"]}`, 400,
+			`{"urns": {"0": ["URN is in use by another contact."]}}`},
+		{"invalid URN", `{"urns": ["tel:12"]}`, 400, `{"urns": {"0": ["Invalid URN: tel:12. Ensure phone numbers contain country codes."]}}`},
+		{"null URN", `{"urns": [null]}`, 400, `{"urns": {"0": ["This field may not be null."]}}`},
 		{"unknown field", `{"fields": {"xyz": "1"}}`, 400, `{"fields": ["Invalid contact field key: xyz"]}`},
 		{"null character in a field", `{"fields": {"cadre": "a\u0000b"}}`, 400,
 			`{"fields": {"cadre": ["Null characters are not allowed."]}}`},
@@ -204,10 +211,14 @@ func TestCreateContact(t *testing.T) {
 		{"empty name", `{"name": ""}`, 400, `{"name": ["This field may not be blank."]}`},
 		{"unknown group", `{"groups": ["Nurses"]}`, 400, `{"groups": ["No such object: Nurses"]}`},
 		{"groups as objects", fmt.Sprintf(`{"groups": [{"uuid": %q, "name": "mHero"}]}`, g.UUID), 400, ""},
-		{"bad language", `{"language": "fr"}`, 400, `{"language": ["Not a valid ISO639-3 language code."]}`},
+		{"short language", `{"language": "fr"}`, 400, `{"language": ["Ensure this field has at least 3 characters."]}`},
+		{"bibliographic language code", `{"language": "fre"}`, 400, `{"language": ["Not a valid ISO639-3 language code."]}`},
+		{"blank name after trimming", `{"name": "   "}`, 400, `{"name": ["This field may not be blank."]}`},
+		{"name as a boolean", `{"name": true}`, 400, `{"name": ["Not a valid string."]}`},
 		{"several errors at once", `{"name": "", "urns": ["x"]}`, 400,
-			`{"name": ["This field may not be blank."], "urns": {"0": ["URN is not valid."]}}`},
-		{"not an object", `[{"name": "A"}]`, 400, `{"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}`},
+			`{"name": ["This field may not be blank."], "urns": {"0": ["Invalid URN: x. Ensure phone numbers contain country codes."]}}`},
+		{"first unknown field key in the order sent", `{"fields": {"zzz": "1", "aaa": "2"}}`, 400, `{"fields": ["Invalid contact field key: zzz"]}`},
+		{"not an object", `[{"name": "A"}]`, 400, `{"non_field_errors": ["Request body should be a single JSON object"]}`},
 		{"group by name ignoring case", `{"groups": ["MHERO"], "fields": {"cadre": 12}}`, 201, ""},
 	}
 	for _, tt := range tests {
@@ -233,7 +244,8 @@ func TestCreateWithoutCountryNeedsInternationalNumbers(t *testing.T) {
 	srv := rapidprotest.New(rapidprotest.Options{})
 	defer srv.Close()
 	e := env{t, srv}
-	e.want(e.call("POST", contacts, `{"urns": ["tel:0777123456"]}`), 400, `{"urns": {"0": ["URN is not valid."]}}`)
+	e.want(e.call("POST", contacts, `{"urns": ["tel:0777123456"]}`), 400,
+		`{"urns": {"0": ["Invalid URN: tel:0777123456. Ensure phone numbers contain country codes."]}}`)
 	e.want(e.call("POST", contacts, `{"urns": ["tel:+231777123456"]}`), 201, "")
 }
 
@@ -371,7 +383,8 @@ func TestUpdateSemantics(t *testing.T) {
 		t.Fatalf("other contact now %+v", got)
 	}
 
-	e.want(e.call("POST", contacts+"?uuid=5e1c9a55-0c6b-4d0e-9a8e-21a3f4b7c9d2", `{"name": "X"}`), 404, `{"detail": "Not found."}`)
+	e.want(e.call("POST", contacts+"?uuid=5e1c9a55-0c6b-4d0e-9a8e-21a3f4b7c9d2", `{"name": "X"}`), 404,
+		`{"detail": "No Contact matches the given query."}`)
 	e.want(e.call("POST", contacts+"?uuid=nope", `{"name": "X"}`), 400, `{"detail": "Param 'uuid': nope is not a valid UUID."}`)
 }
 
@@ -465,7 +478,7 @@ func TestListContacts(t *testing.T) {
 			}
 		})
 	}
-	e.want(e.call("GET", contacts+"?urn=tel:12", ""), 400, `{"detail": "Invalid URN: tel:12"}`)
+	e.want(e.call("GET", contacts+"?urn=12345", ""), 400, `{"detail": "Invalid URN: 12345"}`)
 	e.want(e.call("GET", contacts+"?cursor=@@", ""), 404, `{"detail": "Invalid cursor"}`)
 }
 
@@ -482,16 +495,20 @@ func TestFields(t *testing.T) {
 			  "usages": {"flows": 0, "groups": 0, "campaign_events": 0}, "agent_access": "view",
 			  "label": "Facility Code", "value_type": "text"}`},
 		{"legacy label and value_type", `{"label": "Years", "value_type": "numeric"}`, 201, ""},
-		{"duplicate name ignoring case", `{"name": "facility code", "type": "text"}`, 400, `{"label": ["This field must be unique."]}`},
+		{"duplicate name ignoring case", `{"name": "facility code", "type": "text"}`, 400, `{"name": ["This field must be unique."]}`},
+		{"duplicate legacy label", `{"label": "FACILITY CODE", "value_type": "text"}`, 400, `{"label": ["This field must be unique."]}`},
 		{"key collision is a plain 500", `{"name": "Facility-Code", "type": "text"}`, 500, ""},
-		{"reserved key", `{"name": "Is", "type": "text"}`, 400, `{"name": ["Can't be a reserved word."]}`},
-		{"key must start with a letter", `{"name": "2nd Phone", "type": "text"}`, 400, `{"name": ["Can't be a reserved word."]}`},
+		{"reserved key", `{"name": "Is", "type": "text"}`, 400, `{"name": ["Generated key \"is\" is invalid or a reserved name."]}`},
+		{"key must start with a letter", `{"name": "2nd Phone", "type": "text"}`, 400,
+			`{"name": ["Generated key \"2nd_phone\" is invalid or a reserved name."]}`},
 		{"bad characters", `{"name": "Cadre/Grade", "type": "text"}`, 400, `{"name": ["Can only contain letters, numbers and hypens."]}`},
-		{"leading space", `{"name": " Cadre", "type": "text"}`, 400, `{"name": ["Can only contain letters, numbers and hypens."]}`},
+		{"spaces are trimmed", `{"name": " Cadre ", "type": "text"}`, 201, ""},
+		{"numeric is only a legacy value_type", `{"name": "Age", "type": "numeric"}`, 400, `{"type": ["\"numeric\" is not a valid choice."]}`},
 		{"too long", fmt.Sprintf(`{"name": %q, "type": "text"}`, strings.Repeat("a", 37)), 400,
 			`{"name": ["Ensure this field has no more than 36 characters."]}`},
-		{"bad type", `{"name": "Cadre", "type": "string"}`, 400, `{"type": ["\"string\" is not a valid choice."]}`},
-		{"no name", `{"type": "text"}`, 400, `{"name": ["This field is required."]}`},
+		{"bad type", `{"name": "Rank", "type": "string"}`, 400, `{"type": ["\"string\" is not a valid choice."]}`},
+		{"no name", `{"type": "text"}`, 400, `{"non_field_errors": ["Field 'name' is required."]}`},
+		{"no type", `{"name": "Rank"}`, 400, `{"non_field_errors": ["Field 'type' is required."]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -564,7 +581,11 @@ func TestContactActions(t *testing.T) {
 	}
 	action := func(body string) answer { return e.call("POST", "/api/v2/contact_actions.json", body) }
 
-	res := action(fmt.Sprintf(`{"contacts": [%q, "tel:0777000002"], "action": "add", "group": "MHERO"}`, a.UUID))
+	// URNs are normalised without the workspace country: a local number
+	// matches nothing, an international one with punctuation matches.
+	e.want(action(fmt.Sprintf(`{"contacts": [%q, "tel:0777000002"], "action": "add", "group": "MHERO"}`, a.UUID)), 400,
+		`{"contacts": ["No such object: tel:0777000002"]}`)
+	res := action(fmt.Sprintf(`{"contacts": [%q, "tel:+231-777-000-002"], "action": "add", "group": "MHERO"}`, a.UUID))
 	e.want(res, 204, "")
 	if res.body != "" {
 		t.Fatalf("204 with body %q", res.body)
@@ -584,15 +605,20 @@ func TestContactActions(t *testing.T) {
 		many[i] = a.UUID
 	}
 	manyJSON, _ := json.Marshal(many)
-	for _, body := range []string{
-		fmt.Sprintf(`{"contacts": %s, "action": "add", "group": "mHero"}`, manyJSON),
-		`{"contacts": [], "action": "add", "group": "mHero"}`,
-		fmt.Sprintf(`{"contacts": [%q], "action": "add"}`, a.UUID),
-		fmt.Sprintf(`{"contacts": [%q], "action": "block", "group": "mHero"}`, a.UUID),
-		fmt.Sprintf(`{"contacts": [%q], "action": "add", "group": "Nobody"}`, a.UUID),
-		fmt.Sprintf(`{"contacts": [%q], "action": "explode"}`, a.UUID),
+	for _, tt := range []struct{ body, want string }{
+		{fmt.Sprintf(`{"contacts": %s, "action": "add", "group": "mHero"}`, manyJSON),
+			`{"contacts": ["Ensure this field has no more than 100 elements."]}`},
+		{`{"contacts": [], "action": "add", "group": "mHero"}`, `{"contacts": ["Contacts can't be empty."]}`},
+		{fmt.Sprintf(`{"contacts": [%q], "action": "add"}`, a.UUID),
+			`{"non_field_errors": ["For action \"add\" you should also specify a group"]}`},
+		{fmt.Sprintf(`{"contacts": [%q], "action": "block", "group": "mHero"}`, a.UUID),
+			`{"non_field_errors": ["For action \"block\" you should not specify a group"]}`},
+		{fmt.Sprintf(`{"contacts": [%q], "action": "add", "group": "Nobody"}`, a.UUID), `{"group": ["No such object: Nobody"]}`},
+		{fmt.Sprintf(`{"contacts": [%q], "action": "explode"}`, a.UUID), `{"action": ["\"explode\" is not a valid choice."]}`},
+		{fmt.Sprintf(`{"contacts": [%q], "action": "remove", "group": "mHero"}`, strings.ToUpper(a.UUID)),
+			fmt.Sprintf(`{"contacts": ["No such object: %s"]}`, strings.ToUpper(a.UUID))},
 	} {
-		e.want(action(body), 400, "")
+		e.want(action(tt.body), 400, tt.want)
 	}
 
 	e.want(action(fmt.Sprintf(`{"contacts": [%q], "action": "remove", "group": "mHero"}`, b.UUID)), 204, "")
@@ -603,7 +629,8 @@ func TestContactActions(t *testing.T) {
 	if c := e.srv.Contacts()[0]; c.Status != "blocked" || len(c.Groups) != 0 {
 		t.Fatalf("blocked contact %+v: want no groups", c)
 	}
-	e.want(action(fmt.Sprintf(`{"contacts": [%q], "action": "add", "group": "mHero"}`, a.UUID)), 400, "")
+	e.want(action(fmt.Sprintf(`{"contacts": [%q], "action": "add", "group": "mHero"}`, a.UUID)), 400,
+		fmt.Sprintf(`{"non_field_errors": ["Non-active contacts cannot be added to groups: %s"]}`, a.UUID))
 	e.want(action(fmt.Sprintf(`{"contacts": [%q], "action": "unblock"}`, a.UUID)), 204, "")
 
 	e.want(action(fmt.Sprintf(`{"contacts": [%q], "action": "delete"}`, b.UUID)), 204, "")
