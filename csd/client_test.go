@@ -434,32 +434,28 @@ func TestClientPagingAlwaysEnds(t *testing.T) {
 
 // endlessPages answers every page with max fresh providers, as a registry
 // growing faster than it is read would.
-func endlessPages(t *testing.T) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var params struct {
-			Start int `xml:"start"`
-			Max   int `xml:"max"`
-		}
-		if err := xml.NewDecoder(r.Body).Decode(&params); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		fmt.Fprint(w, `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory>`)
-		for i := range params.Max {
-			fmt.Fprintf(w, `<provider entityID="p%d"/>`, params.Start+i)
-		}
-		fmt.Fprint(w, `</providerDirectory></CSD>`)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+func endlessPages(w http.ResponseWriter, r *http.Request) {
+	var params struct {
+		Start int `xml:"start"`
+		Max   int `xml:"max"`
+	}
+	if err := xml.NewDecoder(r.Body).Decode(&params); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fmt.Fprint(w, `<CSD xmlns="urn:ihe:iti:csd:2013"><providerDirectory>`)
+	for i := range params.Max {
+		fmt.Fprintf(w, `<provider entityID="p%d"/>`, params.Start+i)
+	}
+	fmt.Fprint(w, `</providerDirectory></CSD>`)
 }
 
 func TestClientDefaultPageBound(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("reads a million providers; the race detector makes that slow")
 	}
-	srv := endlessPages(t)
+	srv := httptest.NewServer(http.HandlerFunc(endlessPages))
+	defer srv.Close()
 	// The default bound is derived from DefaultMaxProviders: 4 full pages
 	// of 250,000 and one more for the short last page; a sixth is refused.
 	c := &csd.Client{BaseURL: srv.URL, Document: "Providers", PageSize: csd.DefaultMaxProviders / 4}
