@@ -56,8 +56,8 @@ const (
 
 // contactJSON is the contact representation of API v2 (ContactReadSerializer).
 type contactJSON struct {
-	UUID     string  `json:"uuid"`
-	Name     *string `json:"name"`
+	UUID string  `json:"uuid"`
+	Name *string `json:"name"`
 	// Status is raw so it can be null (deleted) or left out (OmitStatus).
 	Status     json.RawMessage    `json:"status,omitempty"`
 	Language   *string            `json:"language"`
