@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,6 +47,17 @@ type config struct {
 	channelTimeout      time.Duration
 	heartbeatInterval   time.Duration
 	logLevel, logFormat string
+
+	// upstreamTimeouts replace defaultUpstreamTimeouts per system; tests
+	// shorten them.
+	upstreamTimeouts map[string]upstreamTimeouts
+}
+
+func (c *config) timeouts(system string) upstreamTimeouts {
+	if t, ok := c.upstreamTimeouts[system]; ok {
+		return t
+	}
+	return defaultUpstreamTimeouts[system]
 }
 
 func (c *config) register(fs *flag.FlagSet) {
@@ -97,11 +109,11 @@ func defaultHostname() string {
 
 func (c *config) check() error {
 	c.settings.RapidPro.Country = strings.ToUpper(strings.TrimSpace(c.settings.RapidPro.Country))
-	if err := c.settings.Validate(); err != nil {
+	if err := c.checkNumbers(); err != nil {
 		return err
 	}
-	if c.port < 1 || c.port > 65535 {
-		return fmt.Errorf("port %d is not a TCP port", c.port)
+	if err := c.settings.Validate(); err != nil {
+		return err
 	}
 	if c.openHIMURL != "" {
 		if c.openHIMUsername == "" || c.openHIMPassword == "" {
@@ -111,8 +123,31 @@ func (c *config) check() error {
 			return fmt.Errorf("openhim-auth %q is not basic or token", c.openHIMAuth)
 		}
 	}
-	if c.channelTimeout <= 0 || c.channelTimeout > time.Hour {
-		return fmt.Errorf("channel-timeout %s is not between 1ms and 1h", c.channelTimeout)
+	return nil
+}
+
+// checkNumbers refuses numeric flags out of range, naming each flag and its
+// value: several of them would otherwise be taken silently as something else
+// (a negative rate as no limit, a zero Retry-After cap as 60s).
+func (c *config) checkNumbers() error {
+	var problems []string
+	need := func(ok bool, name string, value any, rule string) {
+		if !ok {
+			problems = append(problems, fmt.Sprintf("--%s %v: %s", name, value, rule))
+		}
+	}
+	need(c.settings.OpenInfoMan.PageSize >= 1, "oim-page-size", c.settings.OpenInfoMan.PageSize, "must be at least 1")
+	need(c.rapidProRate >= 0, "rapidpro-rate", c.rapidProRate, "must be 0 (no client-side limit) or more")
+	need(c.rapidProRetryAfterCap > 0, "rapidpro-retry-after-cap", c.rapidProRetryAfterCap, "must be more than 0")
+	need(c.lookupThreshold >= 0, "lookup-threshold", c.lookupThreshold, "must be 0 or more")
+	need(c.syncTimeout > 0, "sync-timeout", c.syncTimeout, "must be more than 0")
+	need(c.watermarkMargin >= 0, "watermark-margin", c.watermarkMargin, "must be 0 or more")
+	need(c.port >= 1 && c.port <= 65535, "port", c.port, "is not a TCP port")
+	need(c.shutdownGrace >= 0, "shutdown-grace", c.shutdownGrace, "must be 0 or more")
+	need(c.channelTimeout > 0 && c.channelTimeout <= time.Hour, "channel-timeout", c.channelTimeout, "must be more than 0 and at most 1h")
+	need(c.heartbeatInterval > 0, "heartbeat-interval", c.heartbeatInterval, "must be more than 0")
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -24,6 +25,9 @@ type service struct {
 	state   *mediator.State
 	metrics *mediator.Metrics
 	syncer  *mediator.Syncer
+	// httpClients are the clients built for each upstream system, by the
+	// system's metrics label; "openhim" only when OpenHIM is configured.
+	httpClients map[string]*http.Client
 	// heartbeatTick, when set, replaces the heartbeat timer (tests beat by
 	// hand).
 	heartbeatTick <-chan time.Time
@@ -31,17 +35,28 @@ type service struct {
 
 // newService opens the state and builds the syncer; nothing listens yet.
 func newService(cfg *config, logger *slog.Logger) (*service, error) {
+	metrics := mediator.NewMetrics(nil)
+	clients := map[string]*http.Client{
+		"openinfoman": upstreamClient(metrics, "openinfoman", nil, cfg.timeouts("openinfoman")),
+		"rapidpro":    upstreamClient(metrics, "rapidpro", nil, cfg.timeouts("rapidpro")),
+	}
+	if cfg.openHIMURL != "" {
+		tlsConfig, err := openhim.TLSConfig(cfg.openHIMCAFile, cfg.openHIMCertPin, cfg.openHIMInsecure)
+		if err != nil {
+			return nil, err
+		}
+		clients["openhim"] = upstreamClient(metrics, "openhim", tlsConfig, cfg.timeouts("openhim"))
+	}
 	state, err := mediator.OpenState(cfg.stateFile)
 	if err != nil {
 		return nil, err
 	}
-	metrics := mediator.NewMetrics(nil)
 	syncer, err := mediator.NewSyncer(cfg.settings, mediator.Options{
 		State:                 state,
 		Metrics:               metrics,
 		Logger:                logger,
-		OpenInfoManHTTP:       upstreamClient(metrics, "openinfoman", nil),
-		RapidProHTTP:          upstreamClient(metrics, "rapidpro", nil),
+		OpenInfoManHTTP:       clients["openinfoman"],
+		RapidProHTTP:          clients["rapidpro"],
 		RapidProRatePerHour:   cfg.rapidProRate,
 		RapidProRetryAfterCap: cfg.rapidProRetryAfterCap,
 		LookupThreshold:       cfg.lookupThreshold,
@@ -51,15 +66,41 @@ func newService(cfg *config, logger *slog.Logger) (*service, error) {
 		state.Close()
 		return nil, err
 	}
-	return &service{cfg: cfg, logger: logger, state: state, metrics: metrics, syncer: syncer}, nil
+	return &service{cfg: cfg, logger: logger, state: state, metrics: metrics, syncer: syncer, httpClients: clients}, nil
 }
 
-// upstreamClient is an HTTP client whose every attempt is counted.
-func upstreamClient(m *mediator.Metrics, system string, base *http.Transport) *http.Client {
-	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+// upstreamTimeouts bound one request to an upstream system.
+type upstreamTimeouts struct {
+	TLSHandshake   time.Duration
+	ResponseHeader time.Duration // request sent to status line received
+	Total          time.Duration // the whole exchange, body included
+}
+
+// defaultUpstreamTimeouts are per system, by metrics label.
+var defaultUpstreamTimeouts = map[string]upstreamTimeouts{
+	// provider-search runs its XQuery before it answers, then streams a page.
+	"openinfoman": {TLSHandshake: 10 * time.Second, ResponseHeader: 2 * time.Minute, Total: 5 * time.Minute},
+	"rapidpro":    {TLSHandshake: 10 * time.Second, ResponseHeader: 60 * time.Second, Total: 90 * time.Second},
+	// Small JSON calls; a stuck one must not hold up the next heartbeats.
+	"openhim": {TLSHandshake: 10 * time.Second, ResponseHeader: 30 * time.Second, Total: 45 * time.Second},
+}
+
+// upstreamClient is an HTTP client for system whose every attempt is counted
+// and bounded by t, and which never follows a redirect: followed, a 301 turns
+// a POST into a GET that "succeeds" without writing anything, so the 3xx is
+// returned for the caller to report the wrong base URL.
+func upstreamClient(m *mediator.Metrics, system string, tlsConfig *tls.Config, t upstreamTimeouts) *http.Client {
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		base.TLSClientConfig = tlsConfig
 	}
-	return &http.Client{Transport: m.InstrumentTransport(system, base), Timeout: 5 * time.Minute}
+	base.TLSHandshakeTimeout = t.TLSHandshake
+	base.ResponseHeaderTimeout = t.ResponseHeader
+	return &http.Client{
+		Transport:     m.InstrumentTransport(system, base),
+		Timeout:       t.Total,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // serve listens, registers with OpenHIM and heartbeats until ctx ends, then
@@ -125,15 +166,10 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 }
 
 func (s *service) heartbeater(srv *mediator.Server) (*openhim.Heartbeater, error) {
-	tlsConfig, err := openhim.TLSConfig(s.cfg.openHIMCAFile, s.cfg.openHIMCertPin, s.cfg.openHIMInsecure)
-	if err != nil {
-		return nil, err
+	hc := s.httpClients["openhim"]
+	if hc == nil {
+		return nil, errors.New("no OpenHIM client: openhim-url was empty when the service was built")
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	base.TLSClientConfig = tlsConfig
-	hc := upstreamClient(s.metrics, "openhim", base)
-	hc.Timeout = 30 * time.Second
-
 	auth := openhim.NewBasicAuth(s.cfg.openHIMUsername, s.cfg.openHIMPassword)
 	if s.cfg.openHIMAuth == "token" {
 		auth = openhim.NewTokenAuth(s.cfg.openHIMURL, s.cfg.openHIMUsername, s.cfg.openHIMPassword, hc)
