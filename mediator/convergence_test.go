@@ -482,3 +482,26 @@ func TestFaultDeferredProviderKeepsItsContact(t *testing.T) {
 		t.Fatalf("contact of a: %+v; %d contacts", c, len(e.workspace.Contacts()))
 	}
 }
+
+// An OpenInfoMan that ignores start repeats its first page: the pull
+// ends, and the watermark stays so that no provider past it is lost.
+func TestFaultRegistryIgnoresStart(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	registry, err := csdtest.New(readFixture(t), csdtest.Options{Document: "Providers", Username: "oim", Password: testOIMPass, IgnoreStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(registry.Close)
+	next := e.syncer.Settings()
+	next.OpenInfoMan.URL = registry.URL()
+	if err := e.syncer.SetSettings(next); err != nil {
+		t.Fatal(err)
+	}
+	tx := e.trigger()
+	if tx.Response.Status != openhim.StatusCompletedWithErrors || tx.Response.Properties["pull_incomplete"] == "" {
+		t.Fatalf("status %q: %s", tx.Response.Status, tx.RawBody)
+	}
+	if wm, _ := e.state.Watermark(); !wm.IsZero() {
+		t.Fatalf("watermark moved to %v past providers the pull may have missed", wm)
+	}
+}

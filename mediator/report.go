@@ -39,6 +39,9 @@ type Report struct {
 	Pending      int            // providers left for the next run (deferred or failed transiently)
 	// StoppedBy says why the run stopped writing before the end, if it did.
 	StoppedBy string
+	// PullIncomplete says why the pull may have missed providers; the
+	// watermark stays where it was.
+	PullIncomplete string
 	// Retargeted is set when the target changed and the state started over.
 	Retargeted bool
 
@@ -86,7 +89,7 @@ func (r *Report) abort(phase string, err error) {
 // settle sets the status of a run that got to the end.
 func (r *Report) settle() {
 	r.Status = openhim.StatusSuccessful
-	if r.Deferred > 0 || r.Pending > 0 || sum(r.Failed) > 0 {
+	if r.Deferred > 0 || r.Pending > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" {
 		r.Status = openhim.StatusCompletedWithErrors
 	}
 }
@@ -160,6 +163,9 @@ func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
 	body := map[string]any{"status": r.Status, "counts": r.Counts()}
 	if r.StoppedBy != "" {
 		props["stopped_by"] = r.StoppedBy
+	}
+	if r.PullIncomplete != "" {
+		props["pull_incomplete"] = r.PullIncomplete
 	}
 	if r.Retargeted {
 		props["retargeted"] = "the sync target changed: every provider was pulled again"

@@ -74,7 +74,7 @@ func NewSyncer(settings Settings, opts Options) (*Syncer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.LookupThreshold <= 0 {
+	if opts.LookupThreshold < 0 {
 		opts.LookupThreshold = 100
 	}
 	if opts.Now == nil {
@@ -249,10 +249,12 @@ func (s *Syncer) finish(r *Report, scannedNow bool) error {
 			return err
 		}
 	}
-	if err := s.opts.State.SetWatermark(r.Started); err != nil {
-		return err
+	if r.PullIncomplete == "" {
+		if err := s.opts.State.SetWatermark(r.Started); err != nil {
+			return err
+		}
+		r.Watermark = r.Started
 	}
-	r.Watermark = r.Started
 	n, err := s.opts.State.PendingCount()
 	r.Pending = n
 	return err
@@ -377,9 +379,18 @@ func (s *Syncer) pull(ctx context.Context, settings OpenInfoManSettings, mapper 
 	if !r.Since.IsZero() {
 		since = "updated since " + r.Since.Format(time.RFC3339)
 	}
-	ph.end(s.opts.Now, err, fmt.Sprintf("%d providers in %d pages (%s)", stats.Providers, stats.Pages, since))
+	summary := fmt.Sprintf("%d providers in %d pages (%s)", stats.Providers, stats.Pages, since)
+	if stats.Stop != csd.StopShortPage {
+		summary += "; stopped: " + string(stats.Stop)
+	}
+	ph.end(s.opts.Now, err, summary)
 	if err != nil {
 		return nil, err
+	}
+	if !stats.Complete() {
+		// OpenInfoMan ignored start: providers past the first page may be
+		// missing, so this run must not move the watermark past them.
+		r.PullIncomplete = "OpenInfoMan " + string(stats.Stop) + ": providers past the first page may be missing; the watermark was kept"
 	}
 	r.Providers = len(items)
 	return items, nil
