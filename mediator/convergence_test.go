@@ -133,7 +133,7 @@ func TestPhoneOrderIsNotChurn(t *testing.T) {
 	}
 }
 
-// Measured case 2: the new phone is held by a contact the run never looked
+// The new phone is held by a contact the run never looked
 // up; RapidPro drops it on update with 200.
 func TestLinkedContactNeverLosesEveryPhone(t *testing.T) {
 	e := newEnv(t, envOptions{})
@@ -155,7 +155,7 @@ func TestLinkedContactNeverLosesEveryPhone(t *testing.T) {
 	wantProps(t, tx, map[string]string{"failed_urn_conflict": "1"})
 }
 
-// Measured case 3: a duplicate key in a later delta.
+// A duplicate key in a later delta.
 func TestLaterDeltaDuplicateKeyIsRejected(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	first := hw{id: "urn:uuid:bb01", name: "First Worker", phones: []string{"0777 100 001"}}
@@ -171,7 +171,7 @@ func TestLaterDeltaDuplicateKeyIsRejected(t *testing.T) {
 	wantProps(t, tx, map[string]string{"failed_duplicate_globalid": "1"})
 }
 
-// Measured case 5: a phone handed from A to B in one delta, B first.
+// A phone handed from A to B in one delta, B first.
 func TestPhoneHandedOnInOneDelta(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	b := hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 300 003"}}
@@ -192,7 +192,7 @@ func TestPhoneHandedOnInOneDelta(t *testing.T) {
 	}
 }
 
-// Measured case 6: 403 and 409 stop the run; the provider stays pending and
+// 403 and 409 stop the run; the provider stays pending and
 // is done by the next run.
 func TestFaultForbiddenAndLimitKeepWorkPending(t *testing.T) {
 	for _, status := range []int{http.StatusForbidden, http.StatusConflict} {
@@ -215,7 +215,7 @@ func TestFaultForbiddenAndLimitKeepWorkPending(t *testing.T) {
 	}
 }
 
-// Measured case 7: a new target gets every worker, not only the next delta.
+// A new target gets every worker, not only the next delta.
 func TestTargetChangeForcesFullPull(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.setDirectory(hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}})
@@ -233,7 +233,7 @@ func TestTargetChangeForcesFullPull(t *testing.T) {
 	}
 }
 
-// Measured case 8: an inactive worker whose phone was struck off too.
+// An inactive worker whose phone was struck off too.
 func TestInactiveWithoutPhoneIsRetired(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
@@ -248,7 +248,7 @@ func TestInactiveWithoutPhoneIsRetired(t *testing.T) {
 	}
 }
 
-// Measured case 9: a reactivated worker whose contact is still blocked.
+// A reactivated worker whose contact is still blocked.
 func TestReactivatedBlockedContactIsReported(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	next := e.syncer.Settings()
@@ -272,7 +272,7 @@ func TestReactivatedBlockedContactIsReported(t *testing.T) {
 	wantProps(t, tx, map[string]string{"failed_contact_blocked": "1"})
 }
 
-// Measured case 11: a run cut by its timeout defers what is left, and the
+// A run cut by its timeout defers what is left, and the
 // next run finishes it.
 func TestFaultTimeoutDefersTheRest(t *testing.T) {
 	var workers []hw
@@ -448,7 +448,7 @@ func TestRequestCountsAreExact(t *testing.T) {
 	}
 }
 
-// Measured case 4: core's MongoDB refuses property keys with a dot, so a
+// Core's MongoDB refuses property keys with a dot, so a
 // run with skips, rejects and failures must use none.
 func TestReportKeysAreStorable(t *testing.T) {
 	r := newReport(time.Now())
@@ -503,5 +503,19 @@ func TestFaultRegistryIgnoresStart(t *testing.T) {
 	}
 	if wm, _ := e.state.Watermark(); !wm.IsZero() {
 		t.Fatalf("watermark moved to %v past providers the pull may have missed", wm)
+	}
+}
+
+// Older RapidPro servers send blocked and stopped but no
+// status; their contacts must still join the group.
+func TestContactsWithoutStatusJoinTheGroup(t *testing.T) {
+	e := newEnv(t, envOptions{workspace: rapidprotest.Options{OmitStatus: true}})
+	e.workspace.AddContact(rapidpro.Contact{Name: "Grace S.", URNs: []string{"tel:+231777123406"}})
+	tx := e.trigger()
+	wantProps(t, tx, map[string]string{"group_added": "1"})
+	for id, c := range contactsByGlobalID(e.workspace.Contacts()) {
+		if !slices.Contains(groupNames(c), fixtureGroup) {
+			t.Errorf("contact of %s is not in %s", id, fixtureGroup)
+		}
 	}
 }

@@ -388,40 +388,47 @@ func (g *gateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-func TestSyncRecoversFromRapidProFaults(t *testing.T) {
+func TestFaultRapidProDuringSync(t *testing.T) {
 	tests := []struct {
-		name  string
-		fault rapidprotest.Fault
+		name    string
+		outcome string
+		fault   rapidprotest.Fault
 		// first run's properties beyond the fixture's own rejects
 		wantFirst map[string]string
 	}{
 		{
 			name:      "throttled with a short Retry-After",
+			outcome:   "slept on, every contact created in the run",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 3, Status: http.StatusTooManyRequests, RetryAfter: time.Second},
 			wantFirst: map[string]string{"deferred": "0", "failed": "3", "created": "15"},
 		},
 		{
 			name:      "throttled for longer than a run waits",
+			outcome:   "the run stops; the rest pending, created by the next run",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 3, Status: http.StatusTooManyRequests, RetryAfter: time.Hour},
 			wantFirst: map[string]string{"deferred": "16", "created": "3"},
 		},
 		{
 			name:      "server error on a create",
+			outcome:   "that provider pending, created by the next run",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 2, Status: http.StatusInternalServerError},
 			wantFirst: map[string]string{"failed_server": "1", "created": "14"},
 		},
 		{
 			name:      "server error after the create committed",
+			outcome:   "the lookup finds the contact: created once",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 2, Status: http.StatusInternalServerError, AfterCommit: true},
 			wantFirst: map[string]string{"failed": "3", "created": "15"},
 		},
 		{
 			name:      "connection dropped after the create committed",
+			outcome:   "the lookup finds the contact: created once",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 4, Drop: true, AfterCommit: true},
 			wantFirst: map[string]string{"failed": "3", "created": "15"},
 		},
 		{
 			name:      "connection dropped on a group add",
+			outcome:   "retried; the contact joins the group, no duplicate",
 			fault:     rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contact_actions.json", Drop: true},
 			wantFirst: map[string]string{"failed": "3", "group_added": "1"},
 		},
