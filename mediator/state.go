@@ -91,38 +91,55 @@ func migrateLinks(tx *bolt.Tx) error {
 // Close releases the state file.
 func (s *State) Close() error { return s.db.Close() }
 
-func (s *State) getJSON(key []byte, v any) (bool, error) {
-	var found bool
+// get returns a copy of a value of the run bucket, nil if absent.
+func (s *State) get(key []byte) ([]byte, error) {
+	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucketRun).Get(key)
-		if data == nil {
-			return nil
+		if v := tx.Bucket(bucketRun).Get(key); v != nil {
+			out = append([]byte{}, v...)
 		}
-		found = true
-		return json.Unmarshal(data, v)
+		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("state: %s: %w", key, err)
+		return nil, fmt.Errorf("state: %s: %w", key, err)
 	}
-	return found, nil
+	return out, nil
 }
 
-func (s *State) putJSON(key []byte, v any) error {
+// put sets a value of the run bucket; nil deletes it.
+func (s *State) put(key, value []byte) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRun)
-		if v == nil {
-			return b.Delete(key)
+		if value == nil {
+			return tx.Bucket(bucketRun).Delete(key)
 		}
-		data, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		return b.Put(key, data)
+		return tx.Bucket(bucketRun).Put(key, value)
 	})
 	if err != nil {
 		return fmt.Errorf("state: %s: %w", key, err)
 	}
 	return nil
+}
+
+func (s *State) getJSON(key []byte, v any) (bool, error) {
+	data, err := s.get(key)
+	if err != nil || data == nil {
+		return false, err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("state: %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func (s *State) putJSON(key []byte, v any) error {
+	var data []byte
+	if v != nil {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("state: %s: %w", key, err)
+		}
+	}
+	return s.put(key, data)
 }
 
 // Watermark is the start of the last run whose pull was fully accounted for
@@ -137,34 +154,25 @@ func (s *State) SetWatermark(t time.Time) error { return s.putTime(keyWatermark,
 // release stored the watermark in.
 func (s *State) getTime(key []byte) (time.Time, error) {
 	var t time.Time
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketRun).Get(key); v != nil {
-			return t.UnmarshalText(v)
-		}
-		return nil
-	})
-	if err != nil {
-		return time.Time{}, fmt.Errorf("state: %s: %w", key, err)
+	data, err := s.get(key)
+	if err != nil || data == nil {
+		return t, err
+	}
+	if err := t.UnmarshalText(data); err != nil {
+		return t, fmt.Errorf("state: %s: %w", key, err)
 	}
 	return t, nil
 }
 
 func (s *State) putTime(key []byte, t time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRun)
-		if t.IsZero() {
-			return b.Delete(key)
-		}
-		v, err := t.UTC().MarshalText()
-		if err != nil {
-			return err
-		}
-		return b.Put(key, v)
-	})
+	if t.IsZero() {
+		return s.put(key, nil)
+	}
+	data, err := t.UTC().MarshalText()
 	if err != nil {
 		return fmt.Errorf("state: %s: %w", key, err)
 	}
-	return nil
+	return s.put(key, data)
 }
 
 // Fingerprint identifies the target (RapidPro workspace and group,

@@ -1,0 +1,76 @@
+package mediator
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A state file of the first release (bare key → UUID links, the watermark
+// as text) opens with its links kept as records and its watermark read.
+func TestStateMigratesFirstReleaseLinks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm := time.Date(2025, 1, 1, 6, 0, 0, 0, time.UTC)
+	err = db.Update(func(tx *bolt.Tx) error {
+		run, _ := tx.CreateBucket([]byte("run"))
+		links, _ := tx.CreateBucket([]byte("contacts"))
+		text, _ := wm.MarshalText()
+		if err := run.Put([]byte("watermark"), text); err != nil {
+			return err
+		}
+		return links.Put([]byte("urn:uuid:a"), []byte("c-1"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st, err := OpenState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got, _ := st.Watermark(); !got.Equal(wm) {
+		t.Errorf("watermark %v, want %v", got, wm)
+	}
+	recs, err := st.Records([]string{"urn:uuid:a", "urn:uuid:b"})
+	if err != nil || len(recs) != 1 || recs["urn:uuid:a"].UUID != "c-1" || recs["urn:uuid:a"].Digest != "" {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+}
+
+// Retarget drops what belonged to the old target and keeps the bootstrap.
+func TestStateRetarget(t *testing.T) {
+	st, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	p := newProgress()
+	p.records["k"] = Record{EntityID: "k", UUID: "c", Digest: "d"}
+	p.pending["k"] = &Mapping{Key: "k", EntityID: "k"}
+	if err := st.commit(p); err != nil {
+		t.Fatal(err)
+	}
+	st.SetWatermark(time.Now())
+	st.SetScanned(time.Now())
+	st.setBootstrap(&bootstrap{Key: "b"})
+	if err := st.Retarget("new"); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Records([]string{"k"})
+	pending, _ := st.Pending()
+	wm, _ := st.Watermark()
+	sc, _ := st.Scanned()
+	fp, _ := st.Fingerprint()
+	b, found, _ := st.bootstrap()
+	if len(recs) != 0 || len(pending) != 0 || !wm.IsZero() || !sc.IsZero() || fp != "new" || !found || b.Key != "b" {
+		t.Fatalf("after retarget: records %v, pending %v, watermark %v, scanned %v, fingerprint %q, bootstrap %v %+v", recs, pending, wm, sc, fp, found, b)
+	}
+}
