@@ -42,6 +42,14 @@ type Options struct {
 	// OmitStatus makes contacts look as older servers sent them: no
 	// "status" key, only the deprecated "blocked" and "stopped" booleans.
 	OmitStatus bool
+	// OnRequest, when set, is called with each request once it has been
+	// answered (Status as sent) or dropped (Status 0, also when the client
+	// went away during an injected delay), from the request's own
+	// goroutine and outside the server's lock, so it may call the server's
+	// methods. The answer is written but may not have reached the client
+	// yet. Tests use it to act at an exact point of a run instead of
+	// sleeping.
+	OnRequest func(Request)
 }
 
 // Request is one request the server received.
@@ -182,6 +190,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	})
 	f := s.dueFault(r.Method, r.URL.Path)
 	s.mu.Unlock()
+	if s.opts.OnRequest != nil {
+		// Deferred, so that it runs on every way out, a dropped
+		// connection's panic included.
+		defer func() {
+			s.mu.Lock()
+			req := s.requests[idx]
+			s.mu.Unlock()
+			s.opts.OnRequest(req)
+		}()
+	}
 
 	// A delay holds the answer back: before handling, or with AfterCommit
 	// after the write (the "committed, but the client timed out" case).
