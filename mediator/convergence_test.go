@@ -519,3 +519,44 @@ func TestContactsWithoutStatusJoinTheGroup(t *testing.T) {
 		}
 	}
 }
+
+// A crash that lost the record of a create, followed by a change of the
+// worker's phone (or status) before the restart: the restart reads the
+// group once and finds the contact by its globalid, never creating a second
+// one nor leaving a leaver in the group.
+func TestFaultLostBatchThenChange(t *testing.T) {
+	for _, tc := range []struct {
+		name, outcome string
+		change        func(*hw)
+	}{
+		{name: "phone changed", outcome: "the contact found by globalid is updated, not duplicated", change: func(a *hw) { a.phones = []string{"0886 100 001"} }},
+		{name: "worker left", outcome: "the contact found by globalid leaves the group", change: func(a *hw) { a.status = "Inactive" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+			e.setDirectory(a)
+			e.trigger()
+			// As if the process died after the create and before its record.
+			if err := e.state.commit(&progress{records: map[string]Record{"urn:uuid:a": {EntityID: "urn:uuid:a"}}}); err != nil {
+				t.Fatal(err)
+			}
+			e.state.SetWriting(e.clock.Now())
+			tc.change(&a)
+			a.updated = later
+			e.setDirectory(a)
+			tx, _ := e.next()
+			contacts := e.workspace.Contacts()
+			if len(contacts) != 1 {
+				t.Fatalf("%d contacts, want 1: %s", len(contacts), tx.RawBody)
+			}
+			c := contacts[0]
+			if a.status == "Inactive" && len(c.Groups) != 0 {
+				t.Fatalf("the leaver is still in %q", groupNames(c))
+			}
+			if a.status == "" && !slices.Equal(c.URNs, []string{"tel:+231886100001"}) {
+				t.Fatalf("urns %q", c.URNs)
+			}
+		})
+	}
+}

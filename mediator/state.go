@@ -17,6 +17,7 @@ var (
 	keyFingerprint  = []byte("fingerprint")
 	keyScanned      = []byte("scanned")
 	keyBootstrap    = []byte("bootstrap")
+	keyWriting      = []byte("writing")
 )
 
 // bucketContactsV1 is where the first release kept bare key → UUID links;
@@ -223,6 +224,13 @@ func (s *State) Scanned() (time.Time, error) { return s.getTime(keyScanned) }
 
 // SetScanned records a complete workspace read.
 func (s *State) SetScanned(t time.Time) error { return s.putTime(keyScanned, t) }
+
+// Writing is the start of a run that began writing to RapidPro and has not
+// finished; set after a crash. Its last outcomes may be unrecorded.
+func (s *State) Writing() (time.Time, error) { return s.getTime(keyWriting) }
+
+// SetWriting marks (or, with a zero time, clears) a run's writes under way.
+func (s *State) SetWriting(t time.Time) error { return s.putTime(keyWriting, t) }
 
 // bootstrap is the cached outcome of setting up RapidPro: the workspace, the
 // managed group and the fields that exist.

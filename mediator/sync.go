@@ -180,6 +180,11 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		r.abort("state", err)
 		return r
 	}
+	crashed, err := s.opts.State.Writing()
+	if err != nil {
+		r.abort("state", err)
+		return r
+	}
 	work := needsRapidPro(items)
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	idx := newIndex()
@@ -198,7 +203,7 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		}
 		before := rp.Sent()
 		scanning = scanned.IsZero()
-		idx, err = s.read(ctx, rp, boot, work, scanning)
+		idx, err = s.read(ctx, rp, boot, work, scanning, !crashed.IsZero())
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
@@ -217,6 +222,10 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	}
 	if readErr != nil {
 		w.stop(readErr)
+	}
+	if err := s.opts.State.SetWriting(r.Started); err != nil {
+		r.abort("state", err)
+		return r
 	}
 	before := rp.Sent()
 	err = w.run(ctx, items)
@@ -254,6 +263,9 @@ func (s *Syncer) finish(r *Report, scannedNow bool) error {
 			return err
 		}
 		r.Watermark = r.Started
+	}
+	if err := s.opts.State.SetWriting(time.Time{}); err != nil {
+		return err
 	}
 	n, err := s.opts.State.PendingCount()
 	r.Pending = n
@@ -405,28 +417,27 @@ func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error)
 	if err != nil {
 		return nil, err
 	}
-	byKey := make(map[string]*item, len(pulled))
+	// A pending provider pulled again is done in its newer form (every
+	// pulled item with its key, so that duplicates still meet); the others
+	// go first.
+	pulledKeys := map[string]bool{}
 	for _, it := range pulled {
 		if it.Key != "" {
-			byKey[it.Key] = it
+			pulledKeys[it.Key] = true
 		}
 	}
 	items := make([]*item, 0, len(pending)+len(pulled))
-	taken := map[string]bool{}
+	wasPending := map[string]bool{}
 	slices.SortFunc(pending, func(a, b Mapping) int { return strings.Compare(a.Key, b.Key) })
 	for _, m := range pending {
-		it := byKey[m.Key]
-		if it == nil {
-			it = &item{Mapping: m}
+		wasPending[m.Key] = true
+		if !pulledKeys[m.Key] {
+			items = append(items, &item{Mapping: m, wasPending: true})
 		}
-		it.wasPending = true
-		taken[m.Key] = true
-		items = append(items, it)
 	}
 	for _, it := range pulled {
-		if it.Key == "" || !taken[it.Key] {
-			items = append(items, it)
-		}
+		it.wasPending = wasPending[it.Key]
+		items = append(items, it)
 	}
 	r.Retried = len(pending)
 
@@ -557,7 +568,11 @@ func globalID(c *rapidpro.Contact) string {
 // new phone, which RapidPro would otherwise drop on update and still answer
 // 200. A provider without a link after the scan has no contact; its create
 // reports a phone taken since.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, scan bool) (*index, error) {
+//
+// After a crash, the outcomes of the last writes may be unrecorded: their
+// providers have no link although their contacts exist (created into the
+// group), so the group is read once to find them.
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, scan, crashed bool) (*index, error) {
 	idx := newIndex()
 	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
 	if scan {
@@ -572,9 +587,10 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 			linked = append(linked, it)
 		}
 	}
+	unlinked := slices.ContainsFunc(work, func(it *item) bool { return it.rec.UUID == "" })
 	// The group costs a request per 250 members: worth it only when that is
 	// fewer than one lookup per contact.
-	if len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked) {
+	if (crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked)) {
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
 			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
 		}

@@ -17,6 +17,7 @@ const (
 	ReasonDuplicateGlobalID = "duplicate_globalid"
 	ReasonURNConflict       = "urn_conflict"
 	ReasonContactBlocked    = "contact_blocked"
+	ReasonStaleContact      = "stale_contact"
 	ReasonGroupAdd          = "group_add"
 	ReasonGroupRemove       = "group_remove"
 	ReasonBlock             = "block"
@@ -105,6 +106,9 @@ func (w *writer) process(ctx context.Context, it *item) {
 		w.retire(it)
 	case it.action == actionSync:
 		w.sync(ctx, it)
+	case it.Skipped != "" && it.Status != csd.StatusInactive && it.rec.UUID != "":
+		w.report.Skipped[it.Skipped]++
+		w.reject(it, it.rec.UUID, ReasonStaleContact, "the registry has no usable phone for this worker, yet their contact "+it.rec.UUID+" keeps the phones it had: correct the registry, or take the contact out of the group by hand")
 	default:
 		switch {
 		case it.Status == csd.StatusInactive:
@@ -442,8 +446,10 @@ func (w *writer) deferItem(it *item, uuid string) {
 func (w *writer) keepPending(it *item, uuid string) {
 	m := it.Mapping
 	w.progress.pending[it.Key] = &m
-	if uuid != it.rec.UUID {
-		// Keep what was learnt: the next run need not look for it again.
+	if uuid != it.rec.UUID || it.rec.Digest != "" {
+		// Keep what was learnt, so the next run need not look for it again,
+		// and forget the digest: a write whose answer was lost may have
+		// landed, so the contact is no longer known to match it.
 		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid}
 	}
 }
@@ -493,7 +499,11 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 	w.report.Failed[reason]++
 	w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: detail})
 	w.logger.Warn("provider not synced", "entity_id", it.EntityID, "reason", reason, "detail", detail)
-	w.record(it, Record{EntityID: owner(it), UUID: uuid})
+	rec := Record{EntityID: owner(it), UUID: uuid}
+	if reason == ReasonDuplicateGlobalID {
+		rec = it.rec // which of two ids owns the key is the registry's to settle
+	}
+	w.record(it, rec)
 }
 
 // errorReason names a RapidPro failure for counts and metrics.
