@@ -560,3 +560,21 @@ func TestFaultLostBatchThenChange(t *testing.T) {
 		})
 	}
 }
+
+// A lookup that fails for one provider keeps that provider pending; the
+// others are written in the same run.
+func TestFaultLookupFailsForOneProvider(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	b := hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 200 002"}}
+	e.setDirectory(a, b)
+	e.trigger()
+	a.name, a.updated = "Ama K.", later
+	b.name, b.updated = "Bea K.", later
+	e.setDirectory(a, b)
+	e.workspace.Inject(rapidprotest.Fault{Method: http.MethodGet, Path: "/api/v2/contacts.json", Status: http.StatusInternalServerError, Times: 5})
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"updated": "1", "pending": "1", "failed_server": "1"})
+	tx, _ = e.next()
+	wantProps(t, tx, map[string]string{"updated": "1", "pending": "0", "retried": "1"})
+}

@@ -38,6 +38,7 @@ type item struct {
 	noDigest bool   // the write landed but not as wanted (a phone held elsewhere)
 	retried  bool   // a conflict already tried again after the other writes
 	lookedUp bool   // a create's taken phones already looked up
+	readErr  error  // its contact or a new phone could not be read
 }
 
 // decide works out the desired outcome and whether RapidPro must be asked.

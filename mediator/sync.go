@@ -600,13 +600,16 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 			continue
 		}
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: it.rec.UUID}, collect); err != nil {
-			return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
+			if stopsRun(err) {
+				return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
+			}
+			it.readErr = err // this provider waits for the next run; the others go on
 		}
 	}
 	looked := map[string]bool{}
 	for _, it := range linked {
 		c := idx.byUUID[it.rec.UUID]
-		if c == nil {
+		if c == nil || it.readErr != nil {
 			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
 		}
 		for _, u := range it.Contact.URNs {
@@ -615,7 +618,10 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 			}
 			looked[u] = true
 			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, collect); err != nil {
-				return idx, fmt.Errorf("phone lookup: %w", err)
+				if stopsRun(err) {
+					return idx, fmt.Errorf("phone lookup: %w", err)
+				}
+				it.readErr = err
 			}
 		}
 	}

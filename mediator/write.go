@@ -102,6 +102,8 @@ func (w *writer) process(ctx context.Context, it *item) {
 		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
 	case len(w.idx.duplicates[it.Key]) > 0:
 		w.reject(it, it.rec.UUID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro")
+	case it.readErr != nil:
+		w.fail(it, it.rec.UUID, it.readErr)
 	case it.action == actionRetire:
 		w.retire(it)
 	case it.action == actionSync:
