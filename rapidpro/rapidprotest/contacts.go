@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -476,37 +477,22 @@ func pythonType(raw json.RawMessage) string {
 // ?urn=. The URL is checked first (as get_lookup_values does, uuid before
 // urn), then the object is found, then the body is read.
 func (s *Server) writeContact(w http.ResponseWriter, r *http.Request, body []byte) {
-	q := r.URL.Query()
-	_, hasUUID := q["uuid"]
-	_, hasURN := q["urn"]
-	uuid, rawURN := q.Get("uuid"), q.Get("urn")
-	if msg := uuidParamProblem(q, "uuid"); msg != "" {
-		writeDetail(w, http.StatusBadRequest, msg)
+	sel, ok := s.selectContact(w, r.URL.Query())
+	if !ok {
 		return
 	}
-	var lookupIdentity string
-	if hasURN {
-		var ok bool
-		if lookupIdentity, ok = lookupURN(rawURN, s.opts.Country); !ok {
-			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+rawURN)
-			return
-		}
-	}
-	if hasUUID && hasURN {
-		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
-		return
-	}
+	hasUUID, hasURN := sel.hasUUID, sel.hasURN
 
 	var target *contact
 	switch {
 	case hasUUID:
 		// The column is text: the value must match exactly as stored.
-		if target = s.byUUID[uuid]; target == nil {
+		if target = s.byUUID[sel.uuid]; target == nil {
 			notFound(w, "Contact")
 			return
 		}
 	case hasURN:
-		target = s.byURN[lookupIdentity] // none: the upsert creates
+		target = s.byURN[sel.urn] // none: the upsert creates
 	}
 
 	obj, ok := decodeObject(w, body)
@@ -537,10 +523,10 @@ func (s *Server) writeContact(w http.ResponseWriter, r *http.Request, body []byt
 	if hasURN && target == nil {
 		// The URL's URN, already normalised, is validated again without
 		// the workspace country.
-		urn, valid := s.normalizeURNIn(lookupIdentity, "")
+		urn, valid := s.normalizeURNIn(sel.urn, "")
 		if !valid {
 			writeJSON(w, http.StatusBadRequest, fieldErrors{"non_field_errors": []string{
-				fmt.Sprintf("Invalid URN: %s. Ensure phone numbers contain country codes.", lookupIdentity),
+				fmt.Sprintf("Invalid URN: %s. Ensure phone numbers contain country codes.", sel.urn),
 			}})
 			return
 		}
@@ -654,30 +640,16 @@ func dedupe(list []string) []string {
 // deleteContact is DELETE contacts.json?uuid= or ?urn=: a soft delete that
 // frees the URNs.
 func (s *Server) deleteContact(w http.ResponseWriter, r *http.Request, _ []byte) {
-	q := r.URL.Query()
-	_, hasUUID := q["uuid"]
-	_, hasURN := q["urn"]
-	if msg := uuidParamProblem(q, "uuid"); msg != "" {
-		writeDetail(w, http.StatusBadRequest, msg)
+	sel, ok := s.selectContact(w, r.URL.Query())
+	if !ok {
 		return
-	}
-	var urn string
-	if hasURN {
-		var ok bool
-		if urn, ok = lookupURN(q.Get("urn"), s.opts.Country); !ok {
-			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+q.Get("urn"))
-			return
-		}
 	}
 	var c *contact
 	switch {
-	case hasUUID && hasURN:
-		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
-		return
-	case hasUUID:
-		c = s.byUUID[q.Get("uuid")]
-	case hasURN:
-		c = s.byURN[urn]
+	case sel.hasUUID:
+		c = s.byUUID[sel.uuid]
+	case sel.hasURN:
+		c = s.byURN[sel.urn]
 	default:
 		writeDetail(w, http.StatusBadRequest, "URL must contain one of the following parameters: urn, uuid")
 		return
@@ -688,6 +660,36 @@ func (s *Server) deleteContact(w http.ResponseWriter, r *http.Request, _ []byte)
 	}
 	s.softDelete(c)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// contactSelector is the ?uuid= or ?urn= of a POST or DELETE.
+type contactSelector struct {
+	hasUUID, hasURN bool
+	uuid, urn       string // urn as the identity it is stored under
+}
+
+// selectContact reads and checks the selector, answering the 400 the real
+// server gives for a bad UUID, a bad URN or both parameters at once.
+func (s *Server) selectContact(w http.ResponseWriter, q url.Values) (contactSelector, bool) {
+	_, hasUUID := q["uuid"]
+	_, hasURN := q["urn"]
+	sel := contactSelector{hasUUID: hasUUID, hasURN: hasURN, uuid: q.Get("uuid")}
+	if msg := uuidParamProblem(q, "uuid"); msg != "" {
+		writeDetail(w, http.StatusBadRequest, msg)
+		return sel, false
+	}
+	if hasURN {
+		var ok bool
+		if sel.urn, ok = lookupURN(q.Get("urn"), s.opts.Country); !ok {
+			writeDetail(w, http.StatusBadRequest, "Invalid URN: "+q.Get("urn"))
+			return sel, false
+		}
+	}
+	if hasUUID && hasURN {
+		writeDetail(w, http.StatusBadRequest, "URL can only contain one of the following parameters: urn, uuid")
+		return sel, false
+	}
+	return sel, true
 }
 
 func (s *Server) softDelete(c *contact) {
