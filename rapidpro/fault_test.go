@@ -57,11 +57,7 @@ func TestFaultCreateContact(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSetup(t, rapidprotest.Options{}, func(c *rapidpro.Config) {
-				c.RetryMax = 2
-				c.RetryAfterCap = 2 * time.Second
-				c.HTTPClient = &http.Client{Timeout: 500 * time.Millisecond}
-			})
+			s := faultSetup(t)
 			s.srv.Inject(tt.fault)
 			start := time.Now()
 			ct, err := s.c.CreateContact(context.Background(), rapidpro.ContactWrite{Name: "Ama", URNs: []string{urn}})
@@ -113,11 +109,7 @@ func TestFaultRead(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSetup(t, rapidprotest.Options{}, func(c *rapidpro.Config) {
-				c.RetryMax = 2
-				c.RetryAfterCap = 2 * time.Second
-				c.HTTPClient = &http.Client{Timeout: 500 * time.Millisecond}
-			})
+			s := faultSetup(t)
 			s.srv.AddField("Global ID", "text")
 			f := tt.fault
 			f.Method, f.Path = http.MethodGet, "/api/v2/fields.json"
@@ -133,4 +125,14 @@ func TestFaultRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// faultSetup is a client with few retries, a short Retry-After cap and a
+// short timeout, so that every fault plays out in well under a second.
+func faultSetup(t *testing.T) setup {
+	return newSetup(t, rapidprotest.Options{}, func(c *rapidpro.Config) {
+		c.RetryMax = 2
+		c.RetryAfterCap = 2 * time.Second
+		c.HTTPClient = &http.Client{Timeout: 500 * time.Millisecond}
+	})
 }
