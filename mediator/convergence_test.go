@@ -67,6 +67,15 @@ func (e *env) next() (openhimtest.Transaction, []rapidprotest.Request) {
 	return tx, e.workspace.Requests()[before:]
 }
 
+// loseRecord forgets the link and digest of key, as if the process had died
+// after the write and before recording it.
+func (e *env) loseRecord(key string) {
+	e.t.Helper()
+	if err := e.state.commit(&progress{records: map[string]Record{key: {EntityID: key}}}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) contactOf(id string) (rapidpro.Contact, bool) {
 	c, ok := contactsByGlobalID(e.workspace.Contacts())[strings.ToLower(id)]
 	return c, ok
@@ -330,10 +339,7 @@ func TestFaultLostRecordsAreFoundNotDuplicated(t *testing.T) {
 	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
 	e.setDirectory(a)
 	e.trigger()
-	// As if the process died after the create and before its record.
-	if err := e.state.commit(&progress{records: map[string]Record{"urn:uuid:a": {EntityID: "urn:uuid:a"}}}); err != nil {
-		t.Fatal(err)
-	}
+	e.loseRecord("urn:uuid:a")
 	e.state.SetWatermark(time.Time{})
 	tx, _ := e.next()
 	if n := len(e.workspace.Contacts()); n != 1 {
@@ -537,10 +543,7 @@ func TestFaultLostBatchThenChange(t *testing.T) {
 			a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
 			e.setDirectory(a)
 			e.trigger()
-			// As if the process died after the create and before its record.
-			if err := e.state.commit(&progress{records: map[string]Record{"urn:uuid:a": {EntityID: "urn:uuid:a"}}}); err != nil {
-				t.Fatal(err)
-			}
+			e.loseRecord("urn:uuid:a")
 			e.state.SetWriting(e.clock.Now())
 			tc.change(&a)
 			a.updated = later

@@ -216,20 +216,33 @@ func (s *State) Retarget(fingerprint string) error {
 	return nil
 }
 
-// Scanned is when a whole read of the workspace last matched every contact
-// that could belong to a provider; zero if never for this target. After it,
-// a provider without a record has no contact unless RapidPro says otherwise
-// on create.
-func (s *State) Scanned() (time.Time, error) { return s.getTime(keyScanned) }
-
-// SetScanned records a complete workspace read.
+// SetScanned records when a whole read of the workspace matched every
+// contact that could belong to a provider. After it, a provider without a
+// record has no contact unless RapidPro says otherwise on create.
 func (s *State) SetScanned(t time.Time) error { return s.putTime(keyScanned, t) }
 
-// Writing is the start of a run that began writing to RapidPro and has not
-// finished; set after a crash. Its last outcomes may be unrecorded.
-func (s *State) Writing() (time.Time, error) { return s.getTime(keyWriting) }
+// runMarks are the times a run starts from.
+type runMarks struct {
+	watermark, scanned, writing time.Time
+}
 
-// SetWriting marks (or, with a zero time, clears) a run's writes under way.
+func (s *State) marks() (runMarks, error) {
+	var m runMarks
+	var err error
+	for _, v := range []struct {
+		key []byte
+		t   *time.Time
+	}{{keyWatermark, &m.watermark}, {keyScanned, &m.scanned}, {keyWriting, &m.writing}} {
+		if *v.t, err = s.getTime(v.key); err != nil {
+			return m, err
+		}
+	}
+	return m, nil
+}
+
+// SetWriting marks (or, with a zero time, clears) a run's writes under way:
+// a mark left behind means the run crashed, and its last outcomes may be
+// unrecorded.
 func (s *State) SetWriting(t time.Time) error { return s.putTime(keyWriting, t) }
 
 // bootstrap is the cached outcome of setting up RapidPro: the workspace, the
@@ -279,21 +292,6 @@ func (s *State) Records(keys []string) (map[string]Record, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("state: providers: %w", err)
-	}
-	return out, nil
-}
-
-// ContactUUIDs returns the linked contact of each key that has one.
-func (s *State) ContactUUIDs(keys []string) (map[string]string, error) {
-	recs, err := s.Records(keys)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]string, len(recs))
-	for k, r := range recs {
-		if r.UUID != "" {
-			out[k] = r.UUID
-		}
 	}
 	return out, nil
 }

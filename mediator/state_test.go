@@ -67,7 +67,8 @@ func TestStateRetarget(t *testing.T) {
 	recs, _ := st.Records([]string{"k"})
 	pending, _ := st.Pending()
 	wm, _ := st.Watermark()
-	sc, _ := st.Scanned()
+	marks, _ := st.marks()
+	sc := marks.scanned
 	fp, _ := st.Fingerprint()
 	b, found, _ := st.bootstrap()
 	if len(recs) != 0 || len(pending) != 0 || !wm.IsZero() || !sc.IsZero() || fp != "new" || !found || b.Key != "b" {

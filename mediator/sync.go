@@ -156,13 +156,13 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		r.abort("state", err)
 		return r
 	}
-	watermark, err := s.opts.State.Watermark()
+	marks, err := s.opts.State.marks()
 	if err != nil {
 		r.abort("state", err)
 		return r
 	}
-	if !watermark.IsZero() {
-		r.Since = watermark.Add(-s.opts.WatermarkMargin)
+	if !marks.watermark.IsZero() {
+		r.Since = marks.watermark.Add(-s.opts.WatermarkMargin)
 	}
 	pulled, err := s.pull(ctx, settings.OpenInfoMan, Mapper{Country: i18n.Country(boot.Country)}, r)
 	if err != nil {
@@ -175,16 +175,6 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		return r
 	}
 
-	scanned, err := s.opts.State.Scanned()
-	if err != nil {
-		r.abort("state", err)
-		return r
-	}
-	crashed, err := s.opts.State.Writing()
-	if err != nil {
-		r.abort("state", err)
-		return r
-	}
 	work := needsRapidPro(items)
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	idx := newIndex()
@@ -202,8 +192,8 @@ func (s *Syncer) run(ctx context.Context) *Report {
 			}
 		}
 		before := rp.Sent()
-		scanning = scanned.IsZero()
-		idx, err = s.read(ctx, rp, boot, work, scanning, !crashed.IsZero())
+		scanning = marks.scanned.IsZero()
+		idx, err = s.read(ctx, rp, boot, work, scanning, !marks.writing.IsZero())
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
