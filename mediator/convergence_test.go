@@ -581,3 +581,26 @@ func TestFaultLookupFailsForOneProvider(t *testing.T) {
 	tx, _ = e.next()
 	wantProps(t, tx, map[string]string{"updated": "1", "pending": "0", "retried": "1"})
 }
+
+// A reject stands until the provider's contact is confirmed as the
+// registry says: until then no run is Successful, however idle.
+func TestStandingRejectKeepsRunsFromSuccess(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	b := hw{id: "urn:uuid:b", name: "Bea", phones: []string{"0777 100 001"}}
+	e.setDirectory(a, b)
+	tx := e.trigger()
+	wantProps(t, tx, map[string]string{"failed_urn_conflict": "1", "rejected": "1"})
+	tx, _ = e.next()
+	wantProps(t, tx, map[string]string{"failed": "0", "rejected": "1"})
+	if tx.Response.Status != openhim.StatusCompletedWithErrors {
+		t.Fatalf("an idle run with a standing reject is %q", tx.Response.Status)
+	}
+	b.phones, b.updated = []string{"0777 200 002"}, later
+	e.setDirectory(a, b)
+	tx, _ = e.next()
+	wantProps(t, tx, map[string]string{"created": "1", "rejected": "0"})
+	if tx.Response.Status != openhim.StatusSuccessful {
+		t.Fatalf("status %q once the conflict is resolved: %s", tx.Response.Status, tx.RawBody)
+	}
+}

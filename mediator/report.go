@@ -37,6 +37,7 @@ type Report struct {
 	URNConflicts int            // phones kept off a contact because another contact has them
 	Retried      int            // providers an earlier run left pending, tried first
 	Pending      int            // providers left for the next run (deferred or failed transiently)
+	Rejected     int            // providers whose last reject still stands, this run's or an earlier one's
 	// StoppedBy says why the run stopped writing before the end, if it did.
 	StoppedBy string
 	// PullIncomplete says why the pull may have missed providers; the
@@ -89,7 +90,7 @@ func (r *Report) abort(phase string, err error) {
 // settle sets the status of a run that got to the end.
 func (r *Report) settle() {
 	r.Status = openhim.StatusSuccessful
-	if r.Deferred > 0 || r.Pending > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" {
+	if r.Deferred > 0 || r.Pending > 0 || r.Rejected > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" {
 		r.Status = openhim.StatusCompletedWithErrors
 	}
 }
@@ -130,6 +131,7 @@ func (r *Report) Counts() map[string]string {
 		"deferred":      strconv.Itoa(r.Deferred),
 		"retried":       strconv.Itoa(r.Retried),
 		"pending":       strconv.Itoa(r.Pending),
+		"rejected":      strconv.Itoa(r.Rejected),
 		"urn_conflicts": strconv.Itoa(r.URNConflicts),
 	}
 	for k, v := range r.Skipped {

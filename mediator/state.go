@@ -13,6 +13,7 @@ var (
 	bucketRun       = []byte("run")
 	bucketProviders = []byte("providers")
 	bucketPending   = []byte("pending")
+	bucketRejected  = []byte("rejected")
 	keyWatermark    = []byte("watermark")
 	keyFingerprint  = []byte("fingerprint")
 	keyScanned      = []byte("scanned")
@@ -53,7 +54,7 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRun, bucketProviders, bucketPending} {
+		for _, b := range [][]byte{bucketRun, bucketProviders, bucketPending, bucketRejected} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -190,7 +191,7 @@ func (s *State) Fingerprint() (string, error) {
 // this one. The bootstrap cache is kept; it carries its own key.
 func (s *State) Retarget(fingerprint string) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketProviders, bucketPending} {
+		for _, name := range [][]byte{bucketProviders, bucketPending, bucketRejected} {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 				return err
 			}
@@ -315,27 +316,30 @@ func (s *State) Pending() ([]Mapping, error) {
 	return out, nil
 }
 
-// PendingCount is how many providers wait for the next run.
-func (s *State) PendingCount() (int, error) {
-	var n int
-	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketPending).Stats().KeyN
+// Outstanding counts the providers waiting for the next run and those whose
+// last outcome was a reject that still stands (a conflict, a blocked
+// contact, a refused write): while any does, no run is Successful.
+func (s *State) Outstanding() (pending, rejected int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		pending = tx.Bucket(bucketPending).Stats().KeyN
+		rejected = tx.Bucket(bucketRejected).Stats().KeyN
 		return nil
 	})
-	return n, err
+	return pending, rejected, err
 }
 
 // progress is a batch of outcomes to record in one transaction.
 type progress struct {
-	records map[string]Record
-	pending map[string]*Mapping // nil value: no longer pending
+	records  map[string]Record
+	pending  map[string]*Mapping // nil value: no longer pending
+	rejected map[string]string   // the reason; "": no longer rejected
 }
 
 func newProgress() *progress {
-	return &progress{records: map[string]Record{}, pending: map[string]*Mapping{}}
+	return &progress{records: map[string]Record{}, pending: map[string]*Mapping{}, rejected: map[string]string{}}
 }
 
-func (p *progress) len() int { return len(p.records) + len(p.pending) }
+func (p *progress) len() int { return len(p.records) + len(p.pending) + len(p.rejected) }
 
 // commit records a batch of outcomes atomically and empties it.
 func (s *State) commit(p *progress) error {
@@ -343,7 +347,7 @@ func (s *State) commit(p *progress) error {
 		return nil
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		recs, pend := tx.Bucket(bucketProviders), tx.Bucket(bucketPending)
+		recs, pend, rej := tx.Bucket(bucketProviders), tx.Bucket(bucketPending), tx.Bucket(bucketRejected)
 		for k, r := range p.records {
 			data, err := json.Marshal(r)
 			if err != nil {
@@ -354,17 +358,19 @@ func (s *State) commit(p *progress) error {
 			}
 		}
 		for k, m := range p.pending {
-			if m == nil {
-				if err := pend.Delete([]byte(k)); err != nil {
+			var data []byte
+			if m != nil {
+				var err error
+				if data, err = json.Marshal(m); err != nil {
 					return err
 				}
-				continue
 			}
-			data, err := json.Marshal(m)
-			if err != nil {
+			if err := putOrDelete(pend, k, data); err != nil {
 				return err
 			}
-			if err := pend.Put([]byte(k), data); err != nil {
+		}
+		for k, reason := range p.rejected {
+			if err := putOrDelete(rej, k, []byte(reason)); err != nil {
 				return err
 			}
 		}
@@ -375,5 +381,14 @@ func (s *State) commit(p *progress) error {
 	}
 	clear(p.records)
 	clear(p.pending)
+	clear(p.rejected)
 	return nil
+}
+
+// putOrDelete puts value under key, or deletes key for an empty value.
+func putOrDelete(b *bolt.Bucket, key string, value []byte) error {
+	if len(value) == 0 {
+		return b.Delete([]byte(key))
+	}
+	return b.Put([]byte(key), value)
 }

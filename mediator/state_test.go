@@ -55,6 +55,7 @@ func TestStateRetarget(t *testing.T) {
 	p := newProgress()
 	p.records["k"] = Record{EntityID: "k", UUID: "c", Digest: "d"}
 	p.pending["k"] = &Mapping{Key: "k", EntityID: "k"}
+	p.rejected["k"] = ReasonURNConflict
 	if err := st.commit(p); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +72,9 @@ func TestStateRetarget(t *testing.T) {
 	sc := marks.scanned
 	fp, _ := st.Fingerprint()
 	b, found, _ := st.bootstrap()
+	if nPending, nRejected, _ := st.Outstanding(); nPending != 0 || nRejected != 0 {
+		t.Errorf("outstanding after retarget: %d pending, %d rejected", nPending, nRejected)
+	}
 	if len(recs) != 0 || len(pending) != 0 || !wm.IsZero() || !sc.IsZero() || fp != "new" || !found || b.Key != "b" {
 		t.Fatalf("after retarget: records %v, pending %v, watermark %v, scanned %v, fingerprint %q, bootstrap %v %+v", recs, pending, wm, sc, fp, found, b)
 	}

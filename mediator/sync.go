@@ -257,8 +257,8 @@ func (s *Syncer) finish(r *Report, scannedNow bool) error {
 	if err := s.opts.State.SetWriting(time.Time{}); err != nil {
 		return err
 	}
-	n, err := s.opts.State.PendingCount()
-	r.Pending = n
+	var err error
+	r.Pending, r.Rejected, err = s.opts.State.Outstanding()
 	return err
 }
 

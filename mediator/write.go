@@ -433,6 +433,9 @@ func (w *writer) record(it *item, rec Record) {
 	}
 	if rec != it.rec {
 		w.progress.records[it.Key] = rec
+		if rec.Digest != "" {
+			w.progress.rejected[it.Key] = "" // confirmed as desired: an earlier reject no longer stands
+		}
 	}
 	if it.wasPending {
 		w.progress.pending[it.Key] = nil
@@ -506,6 +509,9 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 		rec = it.rec // which of two ids owns the key is the registry's to settle
 	}
 	w.record(it, rec)
+	if it.Key != "" {
+		w.progress.rejected[it.Key] = reason
+	}
 }
 
 // errorReason names a RapidPro failure for counts and metrics.
