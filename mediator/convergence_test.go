@@ -224,21 +224,62 @@ func TestFaultForbiddenAndLimitKeepWorkPending(t *testing.T) {
 	}
 }
 
-// A new target gets every worker, not only the next delta.
+// A new target gets every worker, not only the next delta: each part of the
+// fingerprint forces a full pull, and the target ends with every contact.
 func TestTargetChangeForcesFullPull(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	e.setDirectory(hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}})
-	e.trigger()
-	next := e.syncer.Settings()
-	next.RapidPro.Group = "mHero Console"
-	if err := e.syncer.SetSettings(next); err != nil {
-		t.Fatal(err)
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	tests := []struct {
+		name   string
+		change func(t *testing.T, e *env, s *Settings) *rapidprotest.Server // the workspace to check afterwards
+	}{
+		{"group", func(t *testing.T, e *env, s *Settings) *rapidprotest.Server {
+			s.RapidPro.Group = "mHero Console"
+			return e.workspace
+		}},
+		{"RapidPro workspace", func(t *testing.T, e *env, s *Settings) *rapidprotest.Server {
+			other := rapidprotest.New(rapidprotest.Options{Token: testToken, Country: "LR"})
+			t.Cleanup(other.Close)
+			s.RapidPro.URL = other.URL()
+			return other
+		}},
+		{"OpenInfoMan document", func(t *testing.T, e *env, s *Settings) *rapidprotest.Server {
+			other, err := csdtest.New(directory(a), csdtest.Options{Document: "Liberia", Username: "oim", Password: testOIMPass})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(other.Close)
+			s.OpenInfoMan.URL, s.OpenInfoMan.Document = other.URL(), "Liberia"
+			return e.workspace
+		}},
+		{"inactive policy", func(t *testing.T, e *env, s *Settings) *rapidprotest.Server {
+			s.InactivePolicy = InactiveBlock
+			return e.workspace
+		}},
 	}
-	tx, _ := e.next()
-	wantProps(t, tx, map[string]string{"since": "full pull", "providers": "1", "group_added": "1"})
-	c, _ := e.contactOf("urn:uuid:a")
-	if !slices.Contains(groupNames(c), "mHero Console") {
-		t.Fatalf("groups %q", groupNames(c))
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			e.setDirectory(a)
+			e.trigger()
+			next := e.syncer.Settings()
+			target := tc.change(t, e, &next)
+			if err := e.syncer.SetSettings(next); err != nil {
+				t.Fatal(err)
+			}
+			tx, _ := e.next()
+			wantProps(t, tx, map[string]string{"since": "full pull", "providers": "1"})
+			if tx.Response.Properties["retargeted"] == "" {
+				t.Errorf("the run does not say the target changed: %s", tx.RawBody)
+			}
+			group := next.RapidPro.Group
+			var found bool
+			for _, c := range target.Contacts() {
+				found = found || slices.Contains(groupNames(c), group)
+			}
+			if !found {
+				t.Fatalf("the target has no contact in %q: %+v", group, target.Contacts())
+			}
+		})
 	}
 }
 
