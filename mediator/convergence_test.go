@@ -637,7 +637,14 @@ func TestStandingRejectKeepsRunsFromSuccess(t *testing.T) {
 	if tx.Response.Status != openhim.StatusCompletedWithErrors {
 		t.Fatalf("an idle run with a standing reject is %q", tx.Response.Status)
 	}
-	b.phones, b.updated = []string{"0777 200 002"}, later
+	// The same data again costs nothing: it would meet the same conflict.
+	b.updated = later
+	e.setDirectory(a, b)
+	tx, reqs := e.next()
+	if len(reqs) != 0 || tx.Response.Properties["rejected"] != "1" || tx.Response.Properties["providers"] != "1" {
+		t.Fatalf("a touched rejected provider cost %d requests: %s", len(reqs), tx.RawBody)
+	}
+	b.phones, b.updated = []string{"0777 200 002"}, "2025-01-01T09:30:00Z"
 	e.setDirectory(a, b)
 	tx, _ = e.next()
 	wantProps(t, tx, map[string]string{"created": "1", "rejected": "0"})

@@ -50,18 +50,25 @@ func (it *item) decide(policy string) {
 		return
 	case it.Status == csd.StatusInactive:
 		it.digest = digestOf("inactive", policy)
-		if policy != InactiveIgnore && it.rec.Digest != it.digest {
+		if policy != InactiveIgnore && it.unsettled() {
 			it.action = actionRetire
 		}
 	case it.Skipped != "":
 		it.digest = digestOf("skipped", it.Skipped)
 	default:
 		it.digest = contactDigest(it.Contact)
-		if it.rec.Digest != it.digest {
+		if it.unsettled() {
 			it.action = actionSync
 		}
 	}
 }
+
+// unsettled tells a desired outcome that was neither confirmed nor refused
+// as it stands.
+func (it *item) unsettled() bool { return it.rec.Digest != it.digest && !it.standingReject() }
+
+// standingReject tells a provider whose very data was rejected before.
+func (it *item) standingReject() bool { return it.digest != "" && it.rec.Rejected == it.digest }
 
 // contactDigest sums up what this service owns of an active worker's
 // contact: the name, the phones as a set, the owned fields, and membership

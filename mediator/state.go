@@ -45,6 +45,10 @@ type Record struct {
 	// Digest is the digest of the desired contact last confirmed in
 	// RapidPro; empty when the last attempt did not land as wanted.
 	Digest string `json:"d,omitempty"`
+	// Rejected is the digest of a desired contact RapidPro refused or that
+	// conflicts with another: the same data is not tried again, since it
+	// would meet the same refusal, until it changes.
+	Rejected string `json:"r,omitempty"`
 }
 
 // OpenState opens or creates the state file. Only one process may hold it.

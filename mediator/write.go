@@ -102,6 +102,8 @@ func (w *writer) process(ctx context.Context, it *item) {
 		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
 	case len(w.idx.duplicates[it.Key]) > 0:
 		w.reject(it, it.rec.UUID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro")
+	case it.standingReject():
+		w.record(it, it.rec) // reported by the rejected count; tried again when the data changes
 	case it.readErr != nil:
 		w.fail(it, it.rec.UUID, it.readErr)
 	case it.action == actionRetire:
@@ -504,7 +506,7 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 	w.report.Failed[reason]++
 	w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: detail})
 	w.logger.Warn("provider not synced", "entity_id", it.EntityID, "reason", reason, "detail", detail)
-	rec := Record{EntityID: owner(it), UUID: uuid}
+	rec := Record{EntityID: owner(it), UUID: uuid, Rejected: it.digest}
 	if reason == ReasonDuplicateGlobalID {
 		rec = it.rec // which of two ids owns the key is the registry's to settle
 	}
