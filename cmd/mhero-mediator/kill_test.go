@@ -83,21 +83,11 @@ func TestFaultKillAndRestart(t *testing.T) {
 			}
 			var (
 				creates atomic.Int64
-				armed   atomic.Bool // in flight: the next write to reach the clock kills
 				srv     *rapidprotest.Server
 				once    sync.Once
 			)
 			srv = rapidprotest.New(rapidprotest.Options{
 				Country: "LR",
-				// The emulator reads its clock under its lock while it
-				// commits a write; the write commits whatever the client
-				// does next, so killing here is killing after the commit.
-				Now: func() time.Time {
-					if armed.CompareAndSwap(true, false) {
-						signal()
-					}
-					return time.Now()
-				},
 				OnRequest: func(q rapidprotest.Request) {
 					if !isCreate(q) || q.Status != http.StatusCreated {
 						return
@@ -113,8 +103,7 @@ func TestFaultKillAndRestart(t *testing.T) {
 						// Called before this answer leaves, so the next
 						// contacts write is the one held: it commits, then
 						// waits until the client is gone.
-						srv.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: contactsPath, AfterCommit: true, Delay: 10 * time.Minute})
-						armed.Store(true)
+						srv.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: contactsPath, AfterCommit: true, Delay: 10 * time.Minute, Committed: signal})
 					})
 				},
 			})

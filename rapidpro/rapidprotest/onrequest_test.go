@@ -2,6 +2,7 @@ package rapidprotest_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/openhie/mhero-mediator/rapidpro/rapidprotest"
@@ -47,5 +48,23 @@ func TestOnRequest(t *testing.T) {
 	case r := <-seen:
 		t.Fatalf("hook called once too often: %+v", r)
 	default:
+	}
+}
+
+// Fault.Committed runs once the write exists and before its answer leaves.
+func TestCommittedHook(t *testing.T) {
+	e := newEnv(t, rapidprotest.Options{})
+	contactsAtHook := make(chan int, 1)
+	e.srv.Inject(rapidprotest.Fault{Method: http.MethodPost, AfterCommit: true, Drop: true,
+		Committed: func() { contactsAtHook <- len(e.srv.Contacts()) }})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL()+contacts, strings.NewReader(`{"name":"Musu","urns":["tel:0777123456"]}`))
+	req.Header.Set("Authorization", "Token "+e.srv.Token())
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("dropped request answered")
+	}
+	if n := <-contactsAtHook; n != 1 {
+		t.Fatalf("%d contacts when the hook ran, want the committed one", n)
 	}
 }

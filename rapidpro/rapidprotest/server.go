@@ -76,6 +76,10 @@ type Fault struct {
 	Delay       time.Duration // wait before handling; with AfterCommit, after handling and before answering
 	Drop        bool          // close the connection without answering
 	AfterCommit bool          // handle the request (writes commit) and only then delay, fail or drop
+	// Committed, with AfterCommit, is called once the request has been
+	// handled and before the answer: a test can act (kill the client) at
+	// the moment the write exists but its answer has not left.
+	Committed func()
 	// CutBody handles the request (writes commit), then sends the real
 	// status line, headers and Content-Length but only the first half of
 	// the body, and closes the connection: a reset mid-body.
@@ -214,6 +218,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	rec := httptest.NewRecorder()
 	s.handle(rec, r, body)
+	if f.AfterCommit && f.Committed != nil {
+		f.Committed()
+	}
 	if f.Delay > 0 && f.AfterCommit && !s.sleep(r, f.Delay) {
 		return
 	}
