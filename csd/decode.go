@@ -447,14 +447,22 @@ type byteReader struct {
 	failed   error // the error handed to the decoder, if any
 }
 
-func (b *byteReader) ReadByte() (byte, error) {
-	if b.n >= b.stop {
+// ready makes a byte available within the budget, or says why not.
+func (b *byteReader) ready() error {
+	switch {
+	case b.n >= b.stop:
 		b.failed = errElementTooLarge
-		return 0, b.failed
-	}
-	if b.pos == b.end && !b.fill() {
+	case b.pos == b.end && !b.fill():
 		b.failed = b.err
-		return 0, b.err
+	default:
+		return nil
+	}
+	return b.failed
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	if err := b.ready(); err != nil {
+		return 0, err
 	}
 	c := b.buf[b.pos]
 	b.pos++
@@ -468,13 +476,8 @@ func (b *byteReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if b.n >= b.stop {
-		b.failed = errElementTooLarge
-		return 0, b.failed
-	}
-	if b.pos == b.end && !b.fill() {
-		b.failed = b.err
-		return 0, b.err
+	if err := b.ready(); err != nil {
+		return 0, err
 	}
 	k := copy(p[:min(int64(len(p)), b.stop-b.n)], b.buf[b.pos:b.end])
 	b.pos += k
