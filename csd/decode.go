@@ -51,11 +51,16 @@ func (l Limits) withDefaults() Limits {
 
 // DocumentStats describes one decoded document.
 type DocumentStats struct {
-	// Root is the local name of the root element, "CSD" or "provider" when
-	// accepted, set also when it is rejected.
+	// Root is the local name of the root element: "CSD", or the bare entry
+	// accepted instead ("provider", "facility" or "organization"). It is set
+	// also when the root is rejected.
 	Root string
-	// Providers counts the providers handed to the callback.
+	// Providers counts the providers DecodeProviders handed to its callback.
 	Providers int
+	// Entities counts the facilities or organizations DecodeEntities handed
+	// to its callback. The two counts are separate so that neither is read
+	// for the other: each decoder leaves the other count at 0.
+	Entities int
 	// Bytes counts the bytes read from the input.
 	Bytes int64
 }
@@ -107,54 +112,79 @@ const (
 	limitElement = "element size"
 )
 
+// providerScope is what DecodeProviders reads.
+var providerScope = scope{expected: rootsOfProviders, bare: "provider", entries: map[string]string{"providerDirectory": "provider"}}
+
 // DecodeProviders reads a CSD document, or a bare provider element, and calls
 // fn once per provider of the providerDirectory, in document order. Only one
 // provider is held in memory at a time. Unusable content is explained in
 // Provider.Problems rather than failing the document; malformed XML, a root
 // other than CSD or provider, and exceeded limits are errors. An error from fn
 // stops decoding and is returned wrapped.
-func DecodeProviders(r io.Reader, lim Limits, fn func(*Provider) error) (stats DocumentStats, err error) {
+func DecodeProviders(r io.Reader, lim Limits, fn func(*Provider) error) (DocumentStats, error) {
+	n := 0
+	stats, err := decodeDocument(r, lim, providerScope, (*reader).provider, func(p *Provider) error {
+		n++
+		if err := fn(p); err != nil {
+			return fmt.Errorf("csd: provider %q at line %d: %w", p.EntityID, p.Line, err)
+		}
+		return nil
+	})
+	stats.Providers = n
+	return stats, err
+}
+
+// scope says which entries of a document a decoder reads.
+type scope struct {
+	expected string            // the roots accepted, for errors: "CSD or provider"
+	bare     string            // an entry element accepted as the root; "" for none
+	entries  map[string]string // directory local name → local name of its entries
+}
+
+// decodeDocument reads a CSD document, or a bare entry when sc allows one,
+// and hands each entry of sc's directories to deliver as soon as read decoded
+// it, so that one entry at a time is held. read decodes the entry whose start
+// tag se (at line) was read last, under the element size limit; everything
+// else is skipped, each entry of another directory under that limit too.
+func decodeDocument[T any](r io.Reader, lim Limits, sc scope, read func(rd *reader, se xml.StartElement, line int) (T, error), deliver func(T) error) (stats DocumentStats, err error) {
 	rd := newReader(r, lim)
 	defer func() { stats.Bytes = rd.in.read }()
 
-	root, err := rd.root(rootsOfProviders)
+	root, err := rd.root(sc.expected)
 	if err != nil {
 		return stats, err
 	}
 	stats.Root = root.Name.Local
-	deliver := func(se xml.StartElement) error {
+	entry := func(se xml.StartElement) error {
 		line := rd.line
-		var p *Provider
+		var v T
 		err := rd.bounded(se, func() (err error) {
-			p, err = rd.provider(se, line)
+			v, err = read(rd, se, line)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		stats.Providers++
-		if err := fn(p); err != nil {
-			return fmt.Errorf("csd: provider %q at line %d: %w", p.EntityID, line, err)
-		}
-		return nil
+		return deliver(v)
 	}
 	switch {
-	case isCSD(root.Name, "provider"):
-		err = deliver(root)
+	case sc.bare != "" && isCSD(root.Name, sc.bare):
+		err = entry(root)
 	case isCSD(root.Name, "CSD"):
 		err = rd.children(func(dir xml.StartElement) error {
-			if !isCSD(dir.Name, "providerDirectory") {
+			want, ok := sc.entries[dir.Name.Local]
+			if !ok || !inCSD(dir.Name) {
 				return rd.skipDirectory(dir)
 			}
 			return rd.children(func(c xml.StartElement) error {
-				if isCSD(c.Name, "provider") {
-					return deliver(c)
+				if isCSD(c.Name, want) {
+					return entry(c)
 				}
 				return rd.bounded(c, rd.skip)
 			})
 		})
 	default:
-		return stats, rd.unexpected(root, rootsOfProviders)
+		return stats, rd.unexpected(root, sc.expected)
 	}
 	if err != nil {
 		return stats, err

@@ -47,20 +47,7 @@ func (r *reader) provider(se xml.StartElement, line int) (*Provider, error) {
 		case "organizations":
 			return r.references(p, "organization", &p.Organizations)
 		case "record":
-			if recordLine != 0 {
-				p.problem(fmt.Sprintf("record at line %d ignored: the one at line %d is used", r.line, recordLine))
-				return r.skip()
-			}
-			recordLine = r.line
-			p.Record = Record{
-				CreatedRaw:      attr(c, "created"),
-				UpdatedRaw:      attr(c, "updated"),
-				Status:          attr(c, "status"),
-				SourceDirectory: attr(c, "sourceDirectory"),
-			}
-			p.Record.Created = p.recordTime("created", p.Record.CreatedRaw)
-			p.Record.Updated = p.recordTime("updated", p.Record.UpdatedRaw)
-			return r.skip()
+			return r.record(c, &p.Record, &recordLine, p.problem)
 		}
 		return r.skip()
 	})
@@ -69,15 +56,35 @@ func (r *reader) provider(se xml.StartElement, line int) (*Provider, error) {
 
 func (p *Provider) problem(msg string) { p.Problems = append(p.Problems, msg) }
 
+// record reads the record element c, whose start tag was read last, into
+// *rec, unless one was read already at line *seen: a second one is reported
+// and skipped, so the first always wins.
+func (r *reader) record(c xml.StartElement, rec *Record, seen *int, problem func(string)) error {
+	if *seen != 0 {
+		problem(fmt.Sprintf("record at line %d ignored: the one at line %d is used", r.line, *seen))
+		return r.skip()
+	}
+	*seen = r.line
+	*rec = Record{
+		CreatedRaw:      attr(c, "created"),
+		UpdatedRaw:      attr(c, "updated"),
+		Status:          attr(c, "status"),
+		SourceDirectory: attr(c, "sourceDirectory"),
+	}
+	rec.Created = recordTime("created", rec.CreatedRaw, problem)
+	rec.Updated = recordTime("updated", rec.UpdatedRaw, problem)
+	return r.skip()
+}
+
 // recordTime parses a record date; an impossible one such as
 // 0000-00-00T00:00:00 (common in iHRIS exports) becomes the zero time.
-func (p *Provider) recordTime(name, raw string) time.Time {
+func recordTime(name, raw string, problem func(string)) time.Time {
 	if raw == "" {
 		return time.Time{}
 	}
 	t, err := ParseDateTime(raw)
 	if err != nil {
-		p.problem(fmt.Sprintf("record@%s %q is not a date", name, raw))
+		problem(fmt.Sprintf("record@%s %q is not a date", name, raw))
 	}
 	return t
 }

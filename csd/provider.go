@@ -1,7 +1,7 @@
 // Package csd speaks IHE Care Services Discovery (CSD) as OpenInfoMan serves
 // it: a tolerant streaming reader for provider, facility and organization
-// directories, and a client for OpenInfoMan's paged provider-search stored
-// function.
+// directories and SVS value sets, and a client for OpenInfoMan's paged search
+// stored functions and for the updating function that adds an otherID.
 package csd
 
 import (
@@ -73,8 +73,9 @@ type ContactPoint struct {
 	Value        string
 }
 
-// Record is the provider's record element. Created and Updated are zero when
-// absent or unparsable (the raw text is kept for reporting).
+// Record is the record element of a provider, facility or organization.
+// Created and Updated are zero when absent or unparsable (the raw text is
+// kept for reporting).
 type Record struct {
 	Created         time.Time
 	Updated         time.Time

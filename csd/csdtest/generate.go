@@ -20,6 +20,15 @@ type GenerateOptions struct {
 	Start time.Time
 	// Step separates consecutive providers; zero means one hour.
 	Step time.Duration
+	// Hierarchy also writes what the providers' facility references resolve
+	// to: an organizationDirectory of one country (GeneratedCountryID),
+	// GeneratedDistricts districts under it and GeneratedChiefdoms chiefdoms
+	// (chiefdom c under district c mod GeneratedDistricts), linked by parent,
+	// and a facilityDirectory of GeneratedFacilities facilities (facility k
+	// in chiefdom k mod GeneratedChiefdoms, through organizations/
+	// organization: a CSD 2013 facility has no parent). Every entity was
+	// created and updated at Start. Without it both directories are empty.
+	Hierarchy bool
 }
 
 // Shapes of the generated providers, fixed so that tests can count them.
@@ -31,6 +40,14 @@ const (
 	generatedPhoneCycle = 3
 	// Provider i is inactive (106-002) when i mod 10 == 9.
 	generatedInactiveCycle = 10
+	// GeneratedDistricts and GeneratedChiefdoms size the hierarchy that
+	// GenerateOptions.Hierarchy writes.
+	GeneratedDistricts = 4
+	GeneratedChiefdoms = 12
+	// GeneratedCountryID is the root of that hierarchy.
+	GeneratedCountryID = "urn:uuid:0c000000-0000-4000-8000-000000000000"
+	// generatedOrgScheme codes an organization's level in the hierarchy.
+	generatedOrgScheme = "urn:mhero:test:orgunit-level"
 )
 
 var (
@@ -59,6 +76,16 @@ func GeneratedFacilityID(k int) string {
 	return fmt.Sprintf("urn:uuid:0f000000-0000-4000-8000-%012x", k)
 }
 
+// GeneratedDistrictID is the entityID of district d of the hierarchy.
+func GeneratedDistrictID(d int) string {
+	return fmt.Sprintf("urn:uuid:0d000000-0000-4000-8000-%012x", d)
+}
+
+// GeneratedChiefdomID is the entityID of chiefdom c of the hierarchy.
+func GeneratedChiefdomID(c int) string {
+	return fmt.Sprintf("urn:uuid:0e000000-0000-4000-8000-%012x", c)
+}
+
 // Generate writes a CSD document of n providers to w as it goes, never
 // holding the document, so it can feed benchmarks of any size.
 func Generate(w io.Writer, n int, opts GenerateOptions) error {
@@ -73,7 +100,14 @@ func Generate(w io.Writer, n int, opts GenerateOptions) error {
 	}
 	sw := &stickyWriter{w: w}
 	bw := bufio.NewWriterSize(sw, 64<<10)
-	fmt.Fprintf(bw, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CSD xmlns=%q>\n  <organizationDirectory/>\n  <serviceDirectory/>\n  <facilityDirectory/>\n  <providerDirectory>\n", csd.Namespace)
+	if opts.Hierarchy {
+		fmt.Fprintf(bw, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CSD xmlns=%q>\n", csd.Namespace)
+		writeHierarchy(bw, opts.Start)
+		bw.WriteString("  <providerDirectory>\n")
+	} else {
+		// Unchanged, byte for byte, from before Hierarchy existed.
+		fmt.Fprintf(bw, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CSD xmlns=%q>\n  <organizationDirectory/>\n  <serviceDirectory/>\n  <facilityDirectory/>\n  <providerDirectory>\n", csd.Namespace)
+	}
 	rng := rand.New(rand.NewPCG(opts.Seed, 0x6d6865726f))
 	for i := range n {
 		if sw.err != nil {
@@ -115,6 +149,34 @@ func writeProvider(w *bufio.Writer, i int, rng *rand.Rand, opts GenerateOptions)
 	fmt.Fprintf(w, "      <record created=%q updated=%q status=%q sourceDirectory=\"http://hris.example.org\"/>\n",
 		created.UTC().Format(time.RFC3339), updated.UTC().Format(time.RFC3339), status)
 	w.WriteString("    </provider>\n")
+}
+
+// writeHierarchy writes the organization, service and facility directories
+// that GenerateOptions.Hierarchy describes.
+func writeHierarchy(w *bufio.Writer, at time.Time) {
+	record := fmt.Sprintf("<record created=%[1]q updated=%[1]q status=\"Active\"/>", at.UTC().Format(time.RFC3339))
+	org := func(id, level, display, name, parent string) {
+		fmt.Fprintf(w, "    <organization entityID=%q>\n      <codedType code=%q codingScheme=%q>%s</codedType>\n      <primaryName>%s</primaryName>\n", id, level, generatedOrgScheme, display, name)
+		if parent != "" {
+			fmt.Fprintf(w, "      <parent entityID=%q/>\n", parent)
+		}
+		fmt.Fprintf(w, "      %s\n    </organization>\n", record)
+	}
+	w.WriteString("  <organizationDirectory>\n")
+	org(GeneratedCountryID, "country", "Country", "Testland", "")
+	for d := range GeneratedDistricts {
+		org(GeneratedDistrictID(d), "district", "District", fmt.Sprintf("District %d", d), GeneratedCountryID)
+	}
+	for c := range GeneratedChiefdoms {
+		org(GeneratedChiefdomID(c), "chiefdom", "Chiefdom", fmt.Sprintf("Chiefdom %d", c), GeneratedDistrictID(c%GeneratedDistricts))
+	}
+	w.WriteString("  </organizationDirectory>\n  <serviceDirectory/>\n  <facilityDirectory>\n")
+	for k := range GeneratedFacilities {
+		// Accented names keep UTF-8 in every test that uses the hierarchy.
+		fmt.Fprintf(w, "    <facility entityID=%q>\n      <codedType code=\"clinic\" codingScheme=\"urn:mhero:test:facility-type\">Clinic</codedType>\n      <primaryName>Centre de santé %d</primaryName>\n", GeneratedFacilityID(k), k)
+		fmt.Fprintf(w, "      <organizations>\n        <organization entityID=%q/>\n      </organizations>\n      %s\n    </facility>\n", GeneratedChiefdomID(k%GeneratedChiefdoms), record)
+	}
+	w.WriteString("  </facilityDirectory>\n")
 }
 
 func writeContact(w *bufio.Writer, code, value string) {

@@ -1,10 +1,12 @@
 // Package csdtest is an in-process OpenInfoMan for tests and demos. It serves
-// one CSD document through the provider-search stored function with the
-// behaviour of the real server (openhie/openinfoman), quirks included: an
-// empty 200 for an unknown document, an unparsable updated filter ignored,
-// 422 when an active updated filter meets a stored record@updated that is not
-// a date, 1-based start/max paging with csd_bl:limit_items' reading of odd
-// values.
+// one CSD document through the provider-search, facility-search and
+// organization-search stored functions with the behaviour of the real server
+// (openhie/openinfoman), quirks included: an empty 200 for an unknown
+// document, an unparsable updated filter ignored, 422 when an active updated
+// filter meets a stored record@updated that is not a date, 1-based start/max
+// paging with csd_bl:limit_items' reading of odd values. It also runs
+// openinfoman-hwr's updating function health_worker_create_otherid, which
+// changes the served document as the real one does.
 package csdtest
 
 import (
@@ -18,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,22 +49,61 @@ type Server struct {
 	opts     Options
 	requests atomic.Int64
 
+	// mu guards the document, which an update changes in place, and what
+	// follows.
 	mu         sync.Mutex
 	doc        *document
 	failStatus int
 	failCount  int
+	calls      []Call
 }
+
+// Call is one careServicesRequest the server received (past authentication).
+type Call struct {
+	Function string // the stored function's URN, from the path
+	// Updating: the request went to an updating route (…/update/…) or
+	// named an updating function.
+	Updating bool
+}
+
+// directories are the CSD directories, in the order OpenInfoMan's answers
+// list them.
+var directories = []string{"organizationDirectory", "serviceDirectory", "facilityDirectory", "providerDirectory"}
+
+// searches maps each stored query function served to the directory it
+// searches; facility_search.xq and organization_search.xq filter and page
+// like provider_search.xq (csd_bl:filter_by_primary_id, filter_by_record,
+// limit_items).
+var searches = map[string]string{
+	csd.ProviderSearch:     "providerDirectory",
+	csd.FacilitySearch:     "facilityDirectory",
+	csd.OrganizationSearch: "organizationDirectory",
+}
+
+// updating lists the stored updating functions served.
+var updating = map[string]bool{csd.CreateOtherID: true}
 
 type document struct {
-	raw []byte
-	// nsDecls repeats the prefix declarations of the providers' ancestors on
-	// the response root, so prefixed providers stay well-formed out of
-	// context.
-	nsDecls   string
-	providers []storedProvider
+	// tree is the parsed document, changed in place by updates under
+	// Server.mu; served entries are re-serialized when changed.
+	tree *etree.Document
+	// raw is what getDirectory serves: the bytes given while no update has
+	// changed the tree, then its serialization, made on demand.
+	raw  []byte
+	dirs map[string]*directory
 }
 
-type storedProvider struct {
+// directory holds the entries of every directory element of one name, as
+// the stored functions' /CSD/providerDirectory/* selects them.
+type directory struct {
+	// nsDecls repeats the prefix declarations of the entries' ancestors on
+	// the response root, so prefixed entries stay well-formed out of
+	// context.
+	nsDecls string
+	entries []storedEntry
+}
+
+type storedEntry struct {
 	entityID     string
 	hasRecord    bool
 	status       string
@@ -69,7 +111,11 @@ type storedProvider struct {
 	updatedRaw   string
 	updated      time.Time
 	updatedValid bool
-	xml          []byte
+	xml          []byte // never changed once made: an update makes new bytes
+	elem         *etree.Element
+	// inCSD: the CSD root and the directory are in the CSD namespace, which
+	// the stored functions' paths require (the fake's searches do not check).
+	inCSD bool
 }
 
 // New starts a server for doc, a CSD document. It needs no *testing.T so
@@ -90,7 +136,10 @@ func New(doc []byte, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, doc: d}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /CSD/csr/{doc}/careServicesRequest/{function}", s.providerSearch)
+	// Updating functions answer on both routes, as OpenInfoMan's generated
+	// modules declare them; query functions only on the first.
+	mux.HandleFunc("POST /CSD/csr/{doc}/careServicesRequest/{function}", func(w http.ResponseWriter, r *http.Request) { s.careServicesRequest(w, r, false) })
+	mux.HandleFunc("POST /CSD/csr/{doc}/careServicesRequest/update/{function}", func(w http.ResponseWriter, r *http.Request) { s.careServicesRequest(w, r, true) })
 	mux.HandleFunc("GET /CSD/getDirectory/{doc}", s.getDirectory)
 	s.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: s.authenticate(mux)}}
 	s.srv.Start()
@@ -106,6 +155,14 @@ func (s *Server) Close() { s.srv.Close() }
 // Requests counts the requests received, failed and unauthorized ones included.
 func (s *Server) Requests() int { return int(s.requests.Load()) }
 
+// Calls lists the careServicesRequests received past authentication, in
+// order, so that a test can tell that a run sent no update.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
 // SetDocument replaces the served document, e.g. to change one provider
 // between two sync runs or between two pages.
 func (s *Server) SetDocument(doc []byte) error {
@@ -119,7 +176,8 @@ func (s *Server) SetDocument(doc []byte) error {
 	return nil
 }
 
-// FailNext answers the next n provider-search requests with status.
+// FailNext answers the next n careServicesRequests of a known function,
+// queries and updates alike, with status.
 func (s *Server) FailNext(status, n int) {
 	s.mu.Lock()
 	s.failStatus, s.failCount = status, n
@@ -135,29 +193,34 @@ func parseDocument(raw []byte) (*document, error) {
 	if root == nil || root.Tag != "CSD" {
 		return nil, fmt.Errorf("csdtest: the document root must be CSD")
 	}
-	d := &document{raw: raw}
-	var decls strings.Builder
-	addDecls := func(e *etree.Element) {
+	d := &document{tree: tree, raw: raw, dirs: map[string]*directory{}}
+	decls := func(e *etree.Element) string {
+		var b strings.Builder
 		for _, a := range e.Attr {
 			if a.Space == "xmlns" {
-				decls.WriteByte(' ')
-				a.WriteTo(&decls, &tree.WriteSettings)
+				b.WriteByte(' ')
+				a.WriteTo(&b, &tree.WriteSettings)
 			}
 		}
+		return b.String()
 	}
-	addDecls(root)
-	for _, dir := range root.ChildElements() {
-		if dir.Tag != "providerDirectory" {
+	rootDecls := decls(root)
+	for _, name := range directories {
+		d.dirs[name] = &directory{nsDecls: rootDecls}
+	}
+	for _, el := range root.ChildElements() {
+		dir, ok := d.dirs[el.Tag]
+		if !ok {
 			continue
 		}
-		addDecls(dir)
-		for _, p := range dir.ChildElements() {
-			if p.Tag == "provider" {
-				d.providers = append(d.providers, store(p, &tree.WriteSettings))
-			}
+		dir.nsDecls += decls(el)
+		inCSD := root.NamespaceURI() == csd.Namespace && el.NamespaceURI() == csd.Namespace
+		// Every child element, whatever its name: the functions select
+		// /CSD/providerDirectory/* and so on.
+		for _, e := range el.ChildElements() {
+			dir.entries = append(dir.entries, store(e, &tree.WriteSettings, inCSD))
 		}
 	}
-	d.nsDecls = decls.String()
 	return d, nil
 }
 
@@ -182,23 +245,23 @@ func parseXML(raw []byte) (*etree.Document, error) {
 	return tree, nil
 }
 
-func store(p *etree.Element, ws *etree.WriteSettings) storedProvider {
-	sp := storedProvider{entityID: p.SelectAttrValue("entityID", "")}
-	for _, c := range p.ChildElements() {
+func store(e *etree.Element, ws *etree.WriteSettings, inCSD bool) storedEntry {
+	se := storedEntry{entityID: e.SelectAttrValue("entityID", ""), elem: e, inCSD: inCSD}
+	for _, c := range e.ChildElements() {
 		if c.Tag == "record" {
-			sp.hasRecord = true
-			sp.status = c.SelectAttrValue("status", "")
+			se.hasRecord = true
+			se.status = c.SelectAttrValue("status", "")
 			if a := c.SelectAttr("updated"); a != nil {
-				sp.hasUpdated, sp.updatedRaw = true, a.Value
-				sp.updated, sp.updatedValid = parseDateTime(a.Value)
+				se.hasUpdated, se.updatedRaw = true, a.Value
+				se.updated, se.updatedValid = parseDateTime(a.Value)
 			}
 			break
 		}
 	}
 	var b bytes.Buffer
-	p.WriteTo(&b, ws)
-	sp.xml = b.Bytes()
-	return sp
+	e.WriteTo(&b, ws)
+	se.xml = b.Bytes()
+	return se
 }
 
 func parseDateTime(s string) (time.Time, bool) {
@@ -222,12 +285,6 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) current() *document {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.doc
-}
-
 func (s *Server) takeFailure() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,9 +298,14 @@ func (s *Server) takeFailure() int {
 // errXQuery is OpenInfoMan's body for a failed stored function.
 const errXQuery = "Error executing xquery"
 
-func (s *Server) providerSearch(w http.ResponseWriter, r *http.Request) {
-	if r.PathValue("function") != csd.ProviderSearch {
-		http.Error(w, "csdtest: unknown stored function "+r.PathValue("function"), http.StatusNotFound)
+func (s *Server) careServicesRequest(w http.ResponseWriter, r *http.Request, updateRoute bool) {
+	function := r.PathValue("function")
+	s.mu.Lock()
+	s.calls = append(s.calls, Call{Function: function, Updating: updateRoute || updating[function]})
+	s.mu.Unlock()
+	dir, isSearch := searches[function]
+	if !updating[function] && (!isSearch || updateRoute) {
+		http.Error(w, "csdtest: unknown stored function "+function, http.StatusNotFound)
 		return
 	}
 	if status := s.takeFailure(); status != 0 {
@@ -258,6 +320,14 @@ func (s *Server) providerSearch(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK) // what OpenInfoMan does for an unknown document
 		return
 	}
+	if isSearch {
+		s.search(w, r, dir)
+		return
+	}
+	s.createOtherID(w, r)
+}
+
+func (s *Server) search(w http.ResponseWriter, r *http.Request, dir string) {
 	q, status, err := parseParams(r.Body, s.opts.IgnorePaging)
 	if err != nil {
 		http.Error(w, err.Error(), status)
@@ -266,21 +336,41 @@ func (s *Server) providerSearch(w http.ResponseWriter, r *http.Request) {
 	if s.opts.IgnoreStart {
 		q.start = 1
 	}
-	doc := s.current()
-	selected, err := doc.search(q)
+	s.mu.Lock()
+	d := s.doc.dirs[dir]
+	selected, err := d.search(q)
+	s.mu.Unlock()
 	if err != nil {
 		http.Error(w, errXQuery+": "+err.Error(), http.StatusUnprocessableEntity)
 		return
 	}
+	entries := make([][]byte, len(selected))
+	for i, e := range selected {
+		entries[i] = e.xml
+	}
+	writeCSD(w, d.nsDecls, dir, entries)
+}
+
+// writeCSD answers with a CSD document whose directory dir holds entries,
+// the others empty, as the stored functions' wrappers do.
+func writeCSD(w http.ResponseWriter, nsDecls, dir string, entries [][]byte) {
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "<CSD xmlns=%q%s>\n  <organizationDirectory/>\n  <serviceDirectory/>\n  <facilityDirectory/>\n  <providerDirectory>\n", csd.Namespace, doc.nsDecls)
-	for _, p := range selected {
-		b.WriteString("    ")
-		b.Write(p.xml)
-		b.WriteByte('\n')
+	fmt.Fprintf(&b, "<CSD xmlns=%q%s>\n", csd.Namespace, nsDecls)
+	for _, name := range directories {
+		if name != dir {
+			fmt.Fprintf(&b, "  <%s/>\n", name)
+			continue
+		}
+		fmt.Fprintf(&b, "  <%s>\n", name)
+		for _, e := range entries {
+			b.WriteString("    ")
+			b.Write(e)
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "  </%s>\n", name)
 	}
-	b.WriteString("  </providerDirectory>\n</CSD>\n")
+	b.WriteString("</CSD>\n")
 	_, _ = b.WriteTo(w)
 }
 
@@ -291,11 +381,20 @@ func (s *Server) getDirectory(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	s.mu.Lock()
+	d := s.doc
+	if d.raw == nil {
+		var b bytes.Buffer
+		_, _ = d.tree.WriteTo(&b) // a bytes.Buffer does not fail
+		d.raw = b.Bytes()
+	}
+	raw := d.raw
+	s.mu.Unlock()
 	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
-	_, _ = w.Write(s.current().raw)
+	_, _ = w.Write(raw)
 }
 
-// query is the parsed requestParams of a provider-search.
+// query is the parsed requestParams of a search.
 type query struct {
 	start, max int // start is 1-based; max < 0 is unlimited
 	updated    *time.Time
@@ -385,29 +484,29 @@ func parseParams(body io.Reader, ignorePaging bool) (query, int, error) {
 		default:
 			// Returning everything for a filter we do not implement would let
 			// a test pass for the wrong reason.
-			return q, http.StatusNotImplemented, fmt.Errorf("csdtest: provider-search parameter %s is not implemented", p.Tag)
+			return q, http.StatusNotImplemented, fmt.Errorf("csdtest: search parameter %s is not implemented", p.Tag)
 		}
 	}
 	return q, 0, nil
 }
 
-// search selects providers in document order, as the stored function does.
-func (d *document) search(q query) ([]storedProvider, error) {
-	var out []storedProvider
+// search selects entries in document order, as the stored functions do.
+func (d *directory) search(q query) ([]storedEntry, error) {
+	var out []storedEntry
 	position := 0
-	for _, p := range d.providers {
-		if q.entityID != nil && !strings.EqualFold(p.entityID, *q.entityID) {
+	for _, p := range d.entries {
+		if q.entityID != nil && !sameID(p.entityID, *q.entityID) {
 			continue
 		}
 		if q.status != nil && (!p.hasRecord || p.status != *q.status) {
 			continue
 		}
 		if q.updated != nil {
-			// The filter casts the record@updated of every provider the
+			// The filter casts the record@updated of every entry the
 			// earlier filters kept (an empty one included), so one bad
-			// value fails the whole call. A provider without one is dropped.
+			// value fails the whole call. An entry without one is dropped.
 			if p.hasUpdated && !p.updatedValid {
-				return nil, fmt.Errorf("provider %q: record@updated %q is not an xs:dateTime", p.entityID, p.updatedRaw)
+				return nil, fmt.Errorf("%s %q: record@updated %q is not an xs:dateTime", p.elem.Tag, p.entityID, p.updatedRaw)
 			}
 			if !p.hasUpdated || p.updated.Before(*q.updated) {
 				continue
@@ -422,3 +521,7 @@ func (d *document) search(q query) ([]storedProvider, error) {
 	}
 	return out, nil
 }
+
+// sameID compares entity ids as csd_bl:filter_by_primary_id does, both
+// upper-cased.
+func sameID(a, b string) bool { return strings.ToUpper(a) == strings.ToUpper(b) }
