@@ -23,11 +23,50 @@ type hw struct {
 	phones   []string
 	status   string // default Active
 	updated  string // default 2024-03-01T09:00:00Z
+	cadre    string // a codedType display text
+	facility string // a facility entity id
+	org      string // an organization entity id
 }
 
-func directory(workers ...hw) []byte {
+func directory(workers ...hw) []byte { return directoryWith(places{}, workers...) }
+
+// places are a hand-made document's facility and organization directories.
+type places struct {
+	orgs       []place
+	facilities []place
+}
+
+// place is an organization (parent: its parent) or a facility (parent: its
+// organization).
+type place struct{ id, name, parent, updated string }
+
+func (p place) xml(kind string) string {
+	updated := p.updated
+	if updated == "" {
+		updated = "2024-03-01T09:00:00Z"
+	}
+	link := ""
+	switch {
+	case p.parent != "" && kind == "organization":
+		link = fmt.Sprintf(`<parent entityID=%q/>`, p.parent)
+	case p.parent != "":
+		link = fmt.Sprintf(`<organizations><organization entityID=%q/></organizations>`, p.parent)
+	}
+	return fmt.Sprintf(`<%s entityID=%q><codedType code="x" codingScheme="y">%s type</codedType><primaryName>%s</primaryName>%s<record created="2024-01-01T00:00:00Z" updated=%q status="Active"/></%s>`,
+		kind, p.id, kind, p.name, link, updated, kind)
+}
+
+func directoryWith(pl places, workers ...hw) []byte {
 	var b strings.Builder
-	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><CSD xmlns="urn:ihe:iti:csd:2013"><organizationDirectory/><serviceDirectory/><facilityDirectory/><providerDirectory>`)
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?><CSD xmlns="urn:ihe:iti:csd:2013"><organizationDirectory>`)
+	for _, o := range pl.orgs {
+		b.WriteString(o.xml("organization"))
+	}
+	b.WriteString(`</organizationDirectory><serviceDirectory/><facilityDirectory>`)
+	for _, f := range pl.facilities {
+		b.WriteString(f.xml("facility"))
+	}
+	b.WriteString(`</facilityDirectory><providerDirectory>`)
 	for _, w := range workers {
 		status, updated := w.status, w.updated
 		if status == "" {
@@ -36,11 +75,22 @@ func directory(workers ...hw) []byte {
 		if updated == "" {
 			updated = "2024-03-01T09:00:00Z"
 		}
-		fmt.Fprintf(&b, `<provider entityID=%q><demographic><name><commonName>%s</commonName></name>`, w.id, w.name)
+		fmt.Fprintf(&b, `<provider entityID=%q>`, w.id)
+		if w.cadre != "" {
+			fmt.Fprintf(&b, `<codedType code="c" codingScheme="local">%s</codedType>`, w.cadre)
+		}
+		fmt.Fprintf(&b, `<demographic><name><commonName>%s</commonName></name>`, w.name)
 		for _, p := range w.phones {
 			fmt.Fprintf(&b, `<contactPoint><codedType code="BP" codingScheme="urn:ihe:iti:csd:2013:contactPoint">%s</codedType></contactPoint>`, p)
 		}
-		fmt.Fprintf(&b, `</demographic><record created="2024-01-01T00:00:00Z" updated=%q status=%q/></provider>`, updated, status)
+		b.WriteString(`</demographic>`)
+		if w.org != "" {
+			fmt.Fprintf(&b, `<organizations><organization entityID=%q/></organizations>`, w.org)
+		}
+		if w.facility != "" {
+			fmt.Fprintf(&b, `<facilities><facility entityID=%q/></facilities>`, w.facility)
+		}
+		fmt.Fprintf(&b, `<record created="2024-01-01T00:00:00Z" updated=%q status=%q/></provider>`, updated, status)
 	}
 	b.WriteString(`</providerDirectory></CSD>`)
 	return []byte(b.String())
@@ -298,28 +348,56 @@ func TestInactiveWithoutPhoneIsRetired(t *testing.T) {
 	}
 }
 
-// A reactivated worker whose contact is still blocked.
-func TestReactivatedBlockedContactIsReported(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	next := e.syncer.Settings()
-	next.InactivePolicy = InactiveBlock
-	if err := e.syncer.SetSettings(next); err != nil {
-		t.Fatal(err)
+// A reactivated worker rejoins: a contact this service blocked is
+// unblocked first; one a person blocked is left blocked and reported, since
+// unblocking also clears an opt-out.
+func TestReactivatedWorkerRejoins(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		blockedByHand bool
+		want          map[string]string
+	}{
+		{name: "blocked by this service", want: map[string]string{"unblocked": "1", "group_added": "1", "action_rejoin": "1"}},
+		{name: "blocked by a person", blockedByHand: true, want: map[string]string{"unblocked": "0", "failed_contact_blocked": "1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			next := e.syncer.Settings()
+			next.InactivePolicy = InactiveBlock
+			if err := e.syncer.SetSettings(next); err != nil {
+				t.Fatal(err)
+			}
+			a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+			e.setDirectory(a)
+			e.trigger()
+			c, _ := e.contactOf(a.id)
+			if tc.blockedByHand {
+				if err := e.operator().ContactAction(context.Background(), "block", []string{c.UUID}, ""); err != nil {
+					t.Fatal(err)
+				}
+				a.name, a.updated = "Ama K.", later // a change, so the run meets the blocked contact
+			} else {
+				a.status, a.updated = "Inactive", later
+				e.setDirectory(a)
+				tx, _ := e.next()
+				wantProps(t, tx, map[string]string{"blocked": "1"})
+				a.status, a.updated = "Active", "2025-01-01T09:30:00Z"
+			}
+			e.setDirectory(a)
+			tx, _ := e.next()
+			wantProps(t, tx, tc.want)
+			got, _ := e.contactOf(a.id)
+			if tc.blockedByHand {
+				if tx.Response.Status == openhim.StatusSuccessful || got.Status != "blocked" {
+					t.Fatalf("a contact a person blocked: status %q, run %s", got.Status, tx.Response.Status)
+				}
+				return
+			}
+			if got.Status != "active" || !slices.Equal(groupNames(got), []string{fixtureGroup}) || tx.Response.Status != openhim.StatusSuccessful {
+				t.Fatalf("contact %s in %v after rejoining; run %s", got.Status, groupNames(got), tx.RawBody)
+			}
+		})
 	}
-	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
-	e.setDirectory(a)
-	e.trigger()
-	a.status, a.updated = "Inactive", later
-	e.setDirectory(a)
-	tx, _ := e.next()
-	wantProps(t, tx, map[string]string{"blocked": "1"})
-	a.status, a.updated = "Active", "2025-01-01T09:30:00Z"
-	e.setDirectory(a)
-	tx, _ = e.next()
-	if tx.Response.Status == openhim.StatusSuccessful {
-		t.Fatalf("a worker whose contact is blocked was reported Successful: %s", tx.RawBody)
-	}
-	wantProps(t, tx, map[string]string{"failed_contact_blocked": "1"})
 }
 
 // A run cut by its timeout defers what is left, and the

@@ -1,6 +1,7 @@
 package mediator
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func FuzzConsoleConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		got, err := base.WithConsoleConfig(raw)
 		if err != nil {
-			if got != base {
+			if !reflect.DeepEqual(got, base) {
 				t.Fatalf("refused config changed the settings: %+v", got)
 			}
 			if strings.Contains(err.Error(), "secret-token") {

@@ -5,6 +5,7 @@ package mediator
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/nyaruka/gocommon/i18n"
@@ -33,9 +34,10 @@ const (
 // Contact is the RapidPro contact a provider maps to: the keys of a RapidPro
 // POST body that this service owns.
 type Contact struct {
-	Name   string            `json:"name,omitempty"`
-	URNs   []string          `json:"urns"`
-	Fields map[string]string `json:"fields"`
+	Name     string            `json:"name,omitempty"`
+	Language string            `json:"language,omitempty"` // ISO 639-3; empty leaves RapidPro's alone
+	URNs     []string          `json:"urns"`
+	Fields   map[string]string `json:"fields"` // an empty value clears the field
 }
 
 // Mapping is the outcome of mapping one provider.
@@ -45,6 +47,11 @@ type Mapping struct {
 	Status   csd.Status
 	Contact  Contact // set unless Skipped
 	Skipped  string  // one of the Skip reasons, empty when the provider maps to a contact
+	// Targets holds the targeting fields by RapidPro key and Language the
+	// contact language, resolved even for a skipped provider to show what
+	// would be written.
+	Targets  map[string]string `json:",omitempty"`
+	Language string            `json:",omitempty"`
 	Problems []string
 }
 
@@ -53,6 +60,8 @@ type Mapping struct {
 // code; with none, only numbers in international form are accepted.
 type Mapper struct {
 	Country i18n.Country
+	// Targeting, when set, adds the fields officials target by.
+	Targeting *Targeting
 }
 
 // Map maps one provider. It never fails: what cannot be used is skipped or
@@ -68,6 +77,9 @@ func (m Mapper) Map(p *csd.Provider) Mapping {
 		mp.Skipped = SkipNoID
 		return mp
 	}
+	if m.Targeting != nil {
+		mp.Targets, mp.Language = m.Targeting.resolve(p)
+	}
 
 	raw := p.ContactValues(csd.ContactPhone)
 	phones, problems := m.phoneURNs(raw)
@@ -82,10 +94,12 @@ func (m Mapper) Map(p *csd.Provider) Mapping {
 	}
 
 	mp.Contact = Contact{
-		Name:   displayName(p),
-		URNs:   phones,
-		Fields: map[string]string{FieldGlobalID: mp.Key},
+		Name:     displayName(p),
+		Language: mp.Language,
+		URNs:     phones,
+		Fields:   map[string]string{FieldGlobalID: mp.Key},
 	}
+	maps.Copy(mp.Contact.Fields, mp.Targets)
 	if mp.Contact.Name == "" {
 		mp.Problems = append(mp.Problems, "provider has no name")
 	}

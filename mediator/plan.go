@@ -39,6 +39,28 @@ type item struct {
 	retried  bool   // a conflict already tried again after the other writes
 	lookedUp bool   // a create's taken phones already looked up
 	readErr  error  // its contact or a new phone could not be read
+
+	retryRejected bool     // a reconciliation: a standing reject is tried again
+	leaver        bool     // no longer in the registry: its contact is retired
+	held          bool     // a retirement the circuit breaker held back
+	pulled        bool     // pulled in this run (not only left pending by an earlier one)
+	carried       []string // contact UUIDs the provider already carries as write-back otherIDs
+	contactUUID   string   // the contact confirmed as desired in this run
+
+	setBlocked, clearBlocked bool // this run blocked the contact, or unblocked it
+
+	outcome, outcomeDetail string // what the run did (or a dry run would do), for the plan
+}
+
+// note records what happens to the provider in this run; a later step (a
+// failed write, a group action) overrides an earlier one.
+func (it *item) note(outcome, detail string) { it.outcome, it.outcomeDetail = outcome, detail }
+
+func (it *item) leaveReason() string {
+	if it.leaver {
+		return "no longer in the registry"
+	}
+	return "inactive in the registry"
 }
 
 // decide works out the desired outcome and whether RapidPro must be asked.
@@ -68,14 +90,16 @@ func (it *item) decide(policy string) {
 func (it *item) unsettled() bool { return it.rec.Digest != it.digest && !it.standingReject() }
 
 // standingReject tells a provider whose very data was rejected before.
-func (it *item) standingReject() bool { return it.digest != "" && it.rec.Rejected == it.digest }
+func (it *item) standingReject() bool {
+	return it.digest != "" && it.rec.Rejected == it.digest && !it.retryRejected
+}
 
 // contactDigest sums up what this service owns of an active worker's
-// contact: the name, the phones as a set, the owned fields, and membership
+// contact: the name, the language, the phones as a set, the owned fields, and membership
 // of the managed group while not blocked (implied by "active").
 func contactDigest(c Contact) string {
 	urns := slices.Sorted(slices.Values(c.URNs))
-	parts := []string{"active", c.Name, strings.Join(urns, " ")}
+	parts := []string{"active", c.Name, c.Language, strings.Join(urns, " ")}
 	for _, k := range slices.Sorted(maps.Keys(c.Fields)) {
 		parts = append(parts, k+"="+c.Fields[k])
 	}

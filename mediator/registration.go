@@ -57,6 +57,22 @@ func (r Registration) Mediator() openhim.Mediator {
 			}},
 			{Param: "inactivePolicy", DisplayName: "Inactive health workers", Description: "What happens to the contact of a worker whose record is no longer active",
 				Type: "option", Values: inactivePolicies},
+			{Param: "targeting", DisplayName: "Targeting", Description: "Where facilities and organizations are read, and how cadre and district are chosen", Type: "struct", Template: []openhim.ConfigDef{
+				{Param: "facilitiesDocument", DisplayName: "Facility document (empty: the provider document)", Type: "string"},
+				{Param: "organizationsDocument", DisplayName: "Organization document (empty: the provider document)", Type: "string"},
+				{Param: "cadreScheme", DisplayName: "Coding scheme of the cadre (empty: the first codedType)", Type: "string"},
+				{Param: "districtLevel", DisplayName: "Organization level of the district (1 is the root)", Type: "number"},
+				{Param: "districtCode", DisplayName: "Organization type code of a district (overrides the level)", Type: "string"},
+			}},
+			{Param: "reconcile", DisplayName: "Full reconciliation", Description: "Finds the workers who left the registry", Type: "struct", Template: []openhim.ConfigDef{
+				{Param: "everyHours", DisplayName: "Every (hours)", Type: "number"},
+				{Param: "maxRetireShare", DisplayName: "Most contacts one reconciliation may retire (share, e.g. 0.1)", Type: "number"},
+			}},
+			{Param: "writeBack", DisplayName: "Write-back", Description: "Writes each contact's RapidPro UUID to its provider in OpenInfoMan", Type: "struct", Template: []openhim.ConfigDef{
+				{Param: "enabled", DisplayName: "Enabled", Type: "bool"},
+				{Param: "code", DisplayName: "otherID code", Type: "string"},
+				{Param: "authority", DisplayName: "otherID assigning authority (empty: the RapidPro URL)", Type: "string"},
+			}},
 		},
 		Config: r.Settings.ConsoleConfig(),
 	}

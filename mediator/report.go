@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openhie/mhero-mediator/openhim"
@@ -15,6 +16,9 @@ import (
 
 // maxRejects bounds the rejects a report lists; the counts cover all of them.
 const maxRejects = 20
+
+// maxPlanLines bounds the plan lines of a dry run's OpenHIM response.
+const maxPlanLines = 1000
 
 // Report is what one run did, counted by outcome.
 type Report struct {
@@ -46,9 +50,54 @@ type Report struct {
 	// Retargeted is set when the target changed and the state started over.
 	Retargeted bool
 
+	// DryRun marks a plan: nothing was written anywhere.
+	DryRun bool
+	// Full marks a full reconciliation: the whole registry was pulled and,
+	// when the pull was complete, compared with the managed group.
+	Full bool
+	// DirectoryChanged is set when a facility or organization changed, so
+	// that every provider was mapped again.
+	DirectoryChanged bool
+	// Targeting counts references and hierarchies that did not resolve.
+	Targeting map[string]int
+	// FieldProblems lists targeting fields RapidPro holds with another type.
+	FieldProblems []string
+	Unblocked     int // contacts this service had blocked, unblocked as their worker returned
+	// RetireHeld counts the retirements the circuit breaker held back, and
+	// Breaker says why.
+	RetireHeld      int
+	Breaker         string
+	WrittenBack     int // contact UUIDs written to OpenInfoMan
+	WriteBackFailed int // write-backs that failed, retried next run
+	// Actions counts the providers by outcome (create, update, unchanged,
+	// leave_group…); Plan lists them one by one in a dry run.
+	Actions map[string]int
+	Plan    []PlanLine
+
 	Rejects []Reject
 	Phases  []*Phase
 	Err     error // why the run failed, when it did
+}
+
+// PlanLine is what a run does, or a dry run would do, for one provider.
+type PlanLine struct {
+	EntityID string `json:"entity_id"`
+	Action   string `json:"action"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// planLines counts the outcomes and, in a dry run, lists them.
+func (r *Report) planLines(items []*item) {
+	r.Actions = map[string]int{}
+	for _, it := range items {
+		if it.outcome == "" {
+			continue
+		}
+		r.Actions[it.outcome]++
+		if r.DryRun {
+			r.Plan = append(r.Plan, PlanLine{EntityID: strings.TrimSpace(it.EntityID), Action: it.outcome, Detail: it.outcomeDetail})
+		}
+	}
 }
 
 // Reject is one provider the run could not sync.
@@ -90,7 +139,8 @@ func (r *Report) abort(phase string, err error) {
 // settle sets the status of a run that got to the end.
 func (r *Report) settle() {
 	r.Status = openhim.StatusSuccessful
-	if r.Deferred > 0 || r.Pending > 0 || r.Rejected > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" {
+	if r.Deferred > 0 || r.Pending > 0 || r.Rejected > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" ||
+		r.RetireHeld > 0 || r.WriteBackFailed > 0 || len(r.FieldProblems) > 0 {
 		r.Status = openhim.StatusCompletedWithErrors
 	}
 }
@@ -133,6 +183,17 @@ func (r *Report) Counts() map[string]string {
 		"pending":       strconv.Itoa(r.Pending),
 		"rejected":      strconv.Itoa(r.Rejected),
 		"urn_conflicts": strconv.Itoa(r.URNConflicts),
+		"unblocked":     strconv.Itoa(r.Unblocked),
+		"retire_held":   strconv.Itoa(r.RetireHeld),
+	}
+	if r.WrittenBack+r.WriteBackFailed > 0 {
+		c["written_back"], c["write_back_failed"] = strconv.Itoa(r.WrittenBack), strconv.Itoa(r.WriteBackFailed)
+	}
+	for k, v := range r.Targeting {
+		c["targeting_"+k] = strconv.Itoa(v)
+	}
+	for k, v := range r.Actions {
+		c["action_"+k] = strconv.Itoa(v)
 	}
 	for k, v := range r.Skipped {
 		c["skipped_"+k] = strconv.Itoa(v)
@@ -171,6 +232,27 @@ func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
 	}
 	if r.Retargeted {
 		props["retargeted"] = "the sync target changed: every provider was pulled again"
+	}
+	if r.Full {
+		props["full"] = "a full reconciliation: the whole registry was compared with the group"
+	}
+	if r.DirectoryChanged {
+		props["directory_changed"] = "a facility or organization changed: every provider was mapped again"
+	}
+	if r.Breaker != "" {
+		props["breaker"] = r.Breaker
+	}
+	for i, p := range r.FieldProblems {
+		props[fmt.Sprintf("field_problem_%02d", i+1)] = p
+	}
+	if r.DryRun {
+		props["dry_run"] = "a plan: nothing was written"
+		// The counts cover every provider; OpenHIM stores the body, so the
+		// lines are bounded.
+		body["plan"] = r.Plan[:min(len(r.Plan), maxPlanLines)]
+		if n := len(r.Plan) - maxPlanLines; n > 0 {
+			body["plan_truncated"] = fmt.Sprintf("%d more providers not listed; the action_ counts cover them", n)
+		}
 	}
 	if r.Err != nil {
 		body["error"] = r.Err.Error()

@@ -5,8 +5,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,8 +113,12 @@ func (s *Server) handleSync(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(s.runCtx, s.opts.SyncTimeout)
 	defer cancel()
 
-	log.Info("sync triggered", "last_run_at", req.Header.Get("X-OpenHIM-LastRunAt"))
-	report, err := s.opts.Syncer.Run(ctx)
+	opts, err := runOptions(c)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	log.Info("sync triggered", "last_run_at", req.Header.Get("X-OpenHIM-LastRunAt"), "full", opts.Full, "dry_run", opts.DryRun, "confirm_retire", opts.ConfirmRetire)
+	report, err := s.opts.Syncer.RunWith(ctx, opts)
 	var resp openhim.Response
 	switch {
 	case errors.Is(err, ErrRunInProgress):
@@ -128,6 +134,25 @@ func (s *Server) handleSync(c echo.Context) error {
 		return err
 	}
 	return c.Blob(http.StatusOK, openhim.ContentType, body)
+}
+
+// runOptions reads what a trigger asks for: ?full=true for a full
+// reconciliation, ?dry_run=true for a plan, ?confirm_retire=true to let a
+// reconciliation past the circuit breaker.
+func runOptions(c echo.Context) (RunOptions, error) {
+	var o RunOptions
+	for name, into := range map[string]*bool{"full": &o.Full, "dry_run": &o.DryRun, "confirm_retire": &o.ConfirmRetire} {
+		v := c.QueryParam(name)
+		if v == "" {
+			continue
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("query parameter %s=%q is not true or false", name, v)
+		}
+		*into = b
+	}
+	return o, nil
 }
 
 func inProgressResponse(urn string) openhim.Response {

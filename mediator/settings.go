@@ -3,9 +3,13 @@ package mediator
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/openhie/mhero-mediator/csd"
 )
 
 // Inactive policies: what happens to the contact of a health worker whose
@@ -25,6 +29,65 @@ type Settings struct {
 	OpenInfoMan    OpenInfoManSettings `json:"openinfoman"`
 	RapidPro       RapidProSettings    `json:"rapidpro"`
 	InactivePolicy string              `json:"inactivePolicy"`
+	Targeting      TargetingSettings   `json:"targeting"`
+	Reconcile      ReconcileSettings   `json:"reconcile"`
+	WriteBack      WriteBackSettings   `json:"writeBack"`
+}
+
+// ReconcileSettings govern the full reconciliation, which compares the whole
+// registry with the managed group to find the workers who left.
+type ReconcileSettings struct {
+	// EveryHours is how often a run is a full reconciliation; 0 means
+	// DefaultReconcileHours.
+	EveryHours int `json:"everyHours"`
+	// MaxRetireShare is the circuit breaker: a reconciliation that would
+	// retire more than this share of the managed contacts retires none
+	// until an operator confirms; 0 means DefaultMaxRetireShare.
+	MaxRetireShare float64 `json:"maxRetireShare"`
+}
+
+// Reconciliation defaults: daily, and at most one contact in ten.
+const (
+	DefaultReconcileHours = 24
+	DefaultMaxRetireShare = 0.10
+)
+
+func (r ReconcileSettings) every() time.Duration {
+	if r.EveryHours <= 0 {
+		return DefaultReconcileHours * time.Hour
+	}
+	return time.Duration(r.EveryHours) * time.Hour
+}
+
+func (r ReconcileSettings) maxShare() float64 {
+	if r.MaxRetireShare <= 0 {
+		return DefaultMaxRetireShare
+	}
+	return r.MaxRetireShare
+}
+
+// WriteBackSettings: writing each contact's RapidPro UUID back to its
+// provider in OpenInfoMan as an otherID. Off by default: it needs the
+// openinfoman-hwr updating functions and write access to the registry.
+type WriteBackSettings struct {
+	Enabled   bool   `json:"enabled"`
+	Code      string `json:"code"`      // the otherID@code; empty means DefaultWriteBackCode
+	Authority string `json:"authority"` // the otherID@assigningAuthorityName; empty means the RapidPro URL
+}
+
+// DefaultWriteBackCode is the otherID code the first mHero mediator used.
+const DefaultWriteBackCode = "rapidpro_contact_id"
+
+// otherID is the identifier written back for a contact of this workspace.
+func (s Settings) otherID(uuid string) csd.OtherID {
+	id := csd.OtherID{Code: s.WriteBack.Code, AssigningAuthorityName: s.WriteBack.Authority, Value: uuid}
+	if id.Code == "" {
+		id.Code = DefaultWriteBackCode
+	}
+	if id.AssigningAuthorityName == "" {
+		id.AssigningAuthorityName = strings.TrimRight(s.RapidPro.URL, "/")
+	}
+	return id
 }
 
 // OpenInfoManSettings locate the provider directory.
@@ -68,6 +131,13 @@ func (s Settings) Validate() error {
 	if c := s.RapidPro.Country; c != "" && (len(c) != 2 || strings.ToUpper(c) != c) {
 		problems = append(problems, fmt.Sprintf("rapidpro country %q is not an ISO 3166-1 alpha-2 code", c))
 	}
+	problems = append(problems, s.Targeting.validate()...)
+	if r := s.Reconcile.MaxRetireShare; r < 0 || r > 1 {
+		problems = append(problems, fmt.Sprintf("reconcile maxRetireShare %g is not between 0 and 1", r))
+	}
+	if s.Reconcile.EveryHours < 0 {
+		problems = append(problems, fmt.Sprintf("reconcile everyHours %d is negative", s.Reconcile.EveryHours))
+	}
 	if !slices.Contains(inactivePolicies, s.InactivePolicy) {
 		problems = append(problems, fmt.Sprintf("inactive policy %q is not one of %s", s.InactivePolicy, strings.Join(inactivePolicies, ", ")))
 	}
@@ -83,6 +153,8 @@ func (s Settings) Validate() error {
 // operator who never typed one means "unchanged", not "none".
 func (s Settings) WithConsoleConfig(raw json.RawMessage) (Settings, error) {
 	next := s
+	// Unmarshalling into the same map would change s even when refused.
+	next.Targeting.Fields = maps.Clone(s.Targeting.Fields)
 	if err := json.Unmarshal(raw, &next); err != nil {
 		return s, fmt.Errorf("console config: %w", err)
 	}
@@ -111,5 +183,11 @@ func (s Settings) ConsoleConfig() map[string]any {
 			"url": s.RapidPro.URL, "token": s.RapidPro.Token, "group": s.RapidPro.Group, "country": s.RapidPro.Country,
 		},
 		"inactivePolicy": s.InactivePolicy,
+		"targeting": map[string]any{
+			"facilitiesDocument": s.Targeting.FacilitiesDocument, "organizationsDocument": s.Targeting.OrganizationsDocument,
+			"cadreScheme": s.Targeting.CadreScheme, "districtLevel": s.Targeting.DistrictLevel, "districtCode": s.Targeting.DistrictCode,
+		},
+		"reconcile": map[string]any{"everyHours": s.Reconcile.EveryHours, "maxRetireShare": s.Reconcile.MaxRetireShare},
+		"writeBack": map[string]any{"enabled": s.WriteBack.Enabled, "code": s.WriteBack.Code, "authority": s.WriteBack.Authority},
 	}
 }

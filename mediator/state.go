@@ -4,9 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openhie/mhero-mediator/csd"
 )
 
 var (
@@ -19,6 +24,14 @@ var (
 	keyScanned      = []byte("scanned")
 	keyBootstrap    = []byte("bootstrap")
 	keyWriting      = []byte("writing")
+	// The directories: places by kind and key, their own watermarks, and
+	// the fingerprint of the settings the stored mapping follows.
+	bucketPlaces    = []byte("places")
+	bucketWriteBack = []byte("writeback")
+	keyPlacesMark   = map[csd.EntityKind][]byte{csd.KindFacility: []byte("facilities_watermark"), csd.KindOrganization: []byte("organizations_watermark")}
+	keyMapping      = []byte("mapping")
+	keyReresolve    = []byte("reresolve")
+	keyReconciled   = []byte("reconciled")
 )
 
 // bucketContactsV1 is where the first release kept bare key → UUID links;
@@ -32,7 +45,8 @@ var bucketContactsV1 = []byte("contacts")
 // one file with no server, which a hand-written file format would have to
 // reimplement.
 type State struct {
-	db *bolt.DB
+	db            *bolt.DB
+	removeOnClose string // the directory of a private copy
 }
 
 // Record is what the state keeps per provider key.
@@ -49,6 +63,10 @@ type Record struct {
 	// conflicts with another: the same data is not tried again, since it
 	// would meet the same refusal, until it changes.
 	Rejected string `json:"r,omitempty"`
+	// Blocked is set when this service blocked the contact (inactive policy
+	// "block"): only such a contact is unblocked when the worker returns,
+	// since unblocking also clears an opt-out.
+	Blocked bool `json:"b,omitempty"`
 }
 
 // OpenState opens or creates the state file. Only one process may hold it.
@@ -58,7 +76,7 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRun, bucketProviders, bucketPending, bucketRejected} {
+		for _, b := range [][]byte{bucketRun, bucketProviders, bucketPending, bucketRejected, bucketPlaces, bucketWriteBack} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -70,6 +88,42 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	return &State{db: db}, nil
+}
+
+// OpenStateCopy opens a private copy of the state file, for a plan: what
+// the plan does to the copy never reaches the file, and the copy goes when
+// it is closed. A missing file gives an empty state. The file is read under
+// a shared lock, so a service holding it makes this fail (after 2 s) rather
+// than copy a half-written file.
+func OpenStateCopy(path string) (*State, error) {
+	dir, err := os.MkdirTemp("", "mhero-plan-")
+	if err != nil {
+		return nil, fmt.Errorf("state copy: %w", err)
+	}
+	copyPath := filepath.Join(dir, "state.db")
+	if _, err := os.Stat(path); err == nil {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: true})
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("state %s (is a service holding it? ask it for a plan with POST /sync?dry_run=true): %w", path, err)
+		}
+		err = db.View(func(tx *bolt.Tx) error { return tx.CopyFile(copyPath, 0o600) })
+		db.Close()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("state %s: copying: %w", path, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	st, err := OpenState(copyPath)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	st.removeOnClose = dir
+	return st, nil
 }
 
 // migrateLinks turns the first release's links into records without a
@@ -94,8 +148,14 @@ func migrateLinks(tx *bolt.Tx) error {
 	return tx.DeleteBucket(bucketContactsV1)
 }
 
-// Close releases the state file.
-func (s *State) Close() error { return s.db.Close() }
+// Close releases the state file (and removes it if it was a copy).
+func (s *State) Close() error {
+	err := s.db.Close()
+	if s.removeOnClose != "" {
+		err = errors.Join(err, os.RemoveAll(s.removeOnClose))
+	}
+	return err
+}
 
 // get returns a copy of a value of the run bucket, nil if absent.
 func (s *State) get(key []byte) ([]byte, error) {
@@ -195,7 +255,7 @@ func (s *State) Fingerprint() (string, error) {
 // this one. The bootstrap cache is kept; it carries its own key.
 func (s *State) Retarget(fingerprint string) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketProviders, bucketPending, bucketRejected} {
+		for _, name := range [][]byte{bucketProviders, bucketPending, bucketRejected, bucketWriteBack} {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 				return err
 			}
@@ -204,7 +264,7 @@ func (s *State) Retarget(fingerprint string) error {
 			}
 		}
 		run := tx.Bucket(bucketRun)
-		for _, k := range [][]byte{keyWatermark, keyScanned} {
+		for _, k := range [][]byte{keyWatermark, keyScanned, keyReconciled} {
 			if err := run.Delete(k); err != nil {
 				return err
 			}
@@ -262,6 +322,21 @@ type bootstrap struct {
 	GroupName     string    `json:"group_name"`
 	GroupCount    int       `json:"group_count"` // members when set up, to weigh a group read against lookups
 	At            time.Time `json:"at"`
+	// Off lists the targeting field keys RapidPro holds with another type:
+	// they are not written. FieldProblems says so, for every report.
+	Off           []string `json:"off,omitempty"`
+	FieldProblems []string `json:"field_problems,omitempty"`
+	// Planned lists what a dry run found missing (never stored).
+	Planned []string `json:"-"`
+}
+
+// offFields is the set of targeting names whose fields are not written.
+func (b bootstrap) offFields() map[string]bool {
+	off := map[string]bool{}
+	for _, key := range b.Off {
+		off[key] = true
+	}
+	return off
 }
 
 func (s *State) bootstrap() (bootstrap, bool, error) {
@@ -395,4 +470,191 @@ func putOrDelete(b *bolt.Bucket, key string, value []byte) error {
 		return b.Delete([]byte(key))
 	}
 	return b.Put([]byte(key), value)
+}
+
+// directoryMarks are where the directories and the mapping stand.
+type directoryMarks struct {
+	since      map[csd.EntityKind]time.Time // per directory: pull changes since
+	mapping    string                       // fingerprint of the mapping settings the records follow
+	reresolve  bool                         // a directory changed: every provider must be mapped again
+	reconciled time.Time                    // the last complete full reconciliation
+}
+
+func (s *State) directoryMarks() (directoryMarks, error) {
+	m := directoryMarks{since: map[csd.EntityKind]time.Time{}}
+	for kind, key := range keyPlacesMark {
+		t, err := s.getTime(key)
+		if err != nil {
+			return m, err
+		}
+		m.since[kind] = t
+	}
+	var err error
+	if _, err = s.getJSON(keyMapping, &m.mapping); err != nil {
+		return m, err
+	}
+	if _, err = s.getJSON(keyReresolve, &m.reresolve); err != nil {
+		return m, err
+	}
+	m.reconciled, err = s.getTime(keyReconciled)
+	return m, err
+}
+
+// Remap starts the directories over for new mapping settings: every place
+// and both directory watermarks are dropped, and the provider watermark too,
+// so that every provider is mapped again; links and digests are kept (a
+// contact whose mapping is unchanged still costs nothing).
+func (s *State) Remap(fingerprint string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketPlaces); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketPlaces); err != nil {
+			return err
+		}
+		run := tx.Bucket(bucketRun)
+		for _, k := range [][]byte{keyPlacesMark[csd.KindFacility], keyPlacesMark[csd.KindOrganization], keyWatermark, keyReresolve} {
+			if err := run.Delete(k); err != nil {
+				return err
+			}
+		}
+		data, err := json.Marshal(fingerprint)
+		if err != nil {
+			return err
+		}
+		return run.Put(keyMapping, data)
+	})
+	if err != nil {
+		return fmt.Errorf("state: remap: %w", err)
+	}
+	return nil
+}
+
+// Directory loads every stored place.
+func (s *State) Directory() (*Directory, error) {
+	d := NewDirectory()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPlaces).ForEach(func(k, v []byte) error {
+			kind, key, ok := strings.Cut(string(k), ":")
+			into := d.Facilities
+			switch {
+			case !ok:
+				return fmt.Errorf("place %q: no kind", k)
+			case kind == string(csd.KindOrganization):
+				into = d.Organizations
+			case kind != string(csd.KindFacility):
+				return fmt.Errorf("place %q: unknown kind", k)
+			}
+			var p Place
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("place %q: %w", k, err)
+			}
+			into[key] = p
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: places: %w", err)
+	}
+	return d, nil
+}
+
+// directoryUpdate is what one pull of a directory changed.
+type directoryUpdate struct {
+	kind    csd.EntityKind
+	places  map[string]Place // changed or new, by key
+	since   time.Time        // the pull's start: the next pull asks from here
+	changed bool             // some place a provider may resolve through changed
+}
+
+// SaveDirectory records the changed places, the directory's watermark and,
+// when a place changed, that every provider must be mapped again: all in
+// one transaction, so a crash cannot keep the places and lose the need to
+// remap.
+func (s *State) saveDirectory(u directoryUpdate) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPlaces)
+		for key, p := range u.places {
+			data, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(string(u.kind)+":"+key), data); err != nil {
+				return err
+			}
+		}
+		run := tx.Bucket(bucketRun)
+		if u.changed {
+			if err := run.Put(keyReresolve, []byte("true")); err != nil {
+				return err
+			}
+		}
+		return run.Put(keyPlacesMark[u.kind], []byte(u.since.UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		return fmt.Errorf("state: %s directory: %w", u.kind, err)
+	}
+	return nil
+}
+
+// Reconciled records a complete full reconciliation and that every
+// provider has been mapped against the current directories.
+func (s *State) Reconciled(t time.Time, full bool) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		run := tx.Bucket(bucketRun)
+		if err := run.Delete(keyReresolve); err != nil {
+			return err
+		}
+		if !full {
+			return nil
+		}
+		return run.Put(keyReconciled, []byte(t.UTC().Format(time.RFC3339Nano)))
+	})
+	if err != nil {
+		return fmt.Errorf("state: reconciled: %w", err)
+	}
+	return nil
+}
+
+// writeBack is a contact UUID still to be written to its provider.
+type writeBack struct {
+	EntityID string `json:"e"`
+	UUID     string `json:"u"`
+}
+
+// WriteBacks returns the write-backs earlier runs could not make, by key.
+func (s *State) writeBacks() (map[string]writeBack, error) {
+	out := map[string]writeBack{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketWriteBack).ForEach(func(k, v []byte) error {
+			var wb writeBack
+			if err := json.Unmarshal(v, &wb); err != nil {
+				return fmt.Errorf("write-back %q: %w", k, err)
+			}
+			out[string(k)] = wb
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: write-backs: %w", err)
+	}
+	return out, nil
+}
+
+// setWriteBack keeps (or, with nil, forgets) a write-back to retry.
+func (s *State) setWriteBack(key string, wb *writeBack) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var data []byte
+		if wb != nil {
+			var err error
+			if data, err = json.Marshal(wb); err != nil {
+				return err
+			}
+		}
+		return putOrDelete(tx.Bucket(bucketWriteBack), key, data)
+	})
+	if err != nil {
+		return fmt.Errorf("state: write-back %q: %w", key, err)
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package mediator
 
 import (
+	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -77,5 +79,55 @@ func TestStateRetarget(t *testing.T) {
 	}
 	if len(recs) != 0 || len(pending) != 0 || !wm.IsZero() || !sc.IsZero() || fp != "new" || !found || b.Key != "b" {
 		t.Fatalf("after retarget: records %v, pending %v, watermark %v, scanned %v, fingerprint %q, bootstrap %v %+v", recs, pending, wm, sc, fp, found, b)
+	}
+}
+
+// A plan works on a copy: nothing it does reaches the state file, and a
+// missing file is an empty state.
+func TestOpenStateCopy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	missing, err := OpenStateCopy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wm, err := missing.Watermark(); err != nil || !wm.IsZero() {
+		t.Fatalf("watermark %v, %v", wm, err)
+	}
+	missing.Close()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a copy of a missing state created the file: %v", err)
+	}
+
+	st, err := OpenState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := st.SetWatermark(when); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStateCopy(path); err == nil {
+		t.Fatal("copied a state a service holds")
+	}
+	st.Close()
+
+	cp, err := OpenStateCopy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wm, _ := cp.Watermark(); !wm.Equal(when) {
+		t.Fatalf("the copy's watermark %v", wm)
+	}
+	if err := cp.SetWatermark(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	cp.Close()
+	st, err = OpenState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if wm, _ := st.Watermark(); !wm.Equal(when) {
+		t.Fatalf("a change to the copy reached the file: watermark %v", wm)
 	}
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// MaxConsecutiveFailures transient RapidPro failures in a row (5xx, no
 	// answer) stop the run and leave the rest pending: RapidPro is down.
 	MaxConsecutiveFailures int
+	// CadreNames maps cadre codes to display names, for registries whose
+	// provider codedTypes carry codes only (an SVS value set).
+	CadreNames map[string]string
 	// WatermarkMargin is taken off the last run's start when asking for
 	// changed providers, against clock skew between this host and the registry.
 	WatermarkMargin time.Duration
@@ -117,25 +120,50 @@ func (s *Syncer) ApplyConsoleConfig(raw []byte) error {
 	return nil
 }
 
+// RunOptions say what kind of run a trigger asks for.
+type RunOptions struct {
+	// Full makes the run a full reconciliation whatever the schedule: the
+	// whole registry is compared with the managed group, so the workers who
+	// left it are retired.
+	Full bool
+	// DryRun reads everything a sync would read and reports what it would
+	// do, per provider, writing nothing to RapidPro, OpenInfoMan or the
+	// state.
+	DryRun bool
+	// ConfirmRetire lets a reconciliation retire more contacts than the
+	// circuit breaker allows: an operator's confirmation that the registry
+	// is right.
+	ConfirmRetire bool
+}
+
 // Run performs one sync run and reports it. The only error is
 // ErrRunInProgress; everything that goes wrong inside a run is in the report.
-func (s *Syncer) Run(ctx context.Context) (*Report, error) {
+func (s *Syncer) Run(ctx context.Context) (*Report, error) { return s.RunWith(ctx, RunOptions{}) }
+
+// RunWith performs one run of the kind o asks for.
+func (s *Syncer) RunWith(ctx context.Context, o RunOptions) (*Report, error) {
 	if !s.running.TryLock() {
 		return nil, ErrRunInProgress
 	}
 	defer s.running.Unlock()
+	if o.DryRun {
+		r := s.run(ctx, o)
+		s.opts.Logger.Info("sync plan made", r.logAttrs()...)
+		return r, nil
+	}
 	s.opts.Metrics.inProgress.Set(1)
 	defer s.opts.Metrics.inProgress.Set(0)
 
-	r := s.run(ctx)
+	r := s.run(ctx, o)
 	s.opts.Metrics.observe(r)
 	s.opts.Logger.Info("sync run finished", r.logAttrs()...)
 	return r, nil
 }
 
-func (s *Syncer) run(ctx context.Context) *Report {
+func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	settings := s.Settings()
 	r := newReport(s.opts.Now().UTC())
+	r.DryRun = o.DryRun
 	defer func() { r.Finished = s.opts.Now().UTC() }()
 
 	rp, err := s.rapidProClient(settings.RapidPro)
@@ -144,47 +172,68 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		return r
 	}
 	setup := r.startPhase("RapidPro setup", http.MethodGet, settings.RapidPro.URL, "/api/v2/workspace.json", s.opts.Now)
-	boot, err := s.setUp(ctx, rp, settings.RapidPro, setup, false)
+	boot, err := s.setUp(ctx, rp, settings, setup, false, o.DryRun)
 	if err != nil {
 		setup.end(s.opts.Now, err, "")
 		r.abort(setup.Name, err)
 		return r
 	}
 	setup.end(s.opts.Now, nil, boot.summary())
+	r.FieldProblems = boot.FieldProblems
 
-	if err := s.checkTarget(settings, boot, r); err != nil {
-		r.abort("state", err)
-		return r
-	}
-	marks, err := s.opts.State.marks()
+	fresh, err := s.checkTarget(settings, boot, r, o.DryRun)
 	if err != nil {
 		r.abort("state", err)
 		return r
 	}
-	if !marks.watermark.IsZero() {
+	targeting := &Targeting{Settings: settings.Targeting, CadreNames: s.opts.CadreNames, off: boot.offFields()}
+	remap, err := s.checkMapping(settings, boot, targeting, o.DryRun || fresh)
+	if err != nil {
+		r.abort("state", err)
+		return r
+	}
+	marks, dirMarks, err := s.loadMarks(fresh || remap)
+	if err != nil {
+		r.abort("state", err)
+		return r
+	}
+	full := o.Full || s.opts.Now().Sub(dirMarks.reconciled) >= settings.Reconcile.every()
+	r.Full = full
+	targeting.Directory, err = s.pullDirectories(ctx, settings, dirMarks, r, o.DryRun || fresh)
+	if err != nil {
+		r.abort("OpenInfoMan directories", err)
+		return r
+	}
+	// A changed place changes what providers resolve to, although their
+	// own records did not change: they are all mapped again.
+	remapAll := full || remap || dirMarks.reresolve || r.DirectoryChanged
+	if !marks.watermark.IsZero() && !remapAll {
 		r.Since = marks.watermark.Add(-s.opts.WatermarkMargin)
 	}
-	pulled, err := s.pull(ctx, settings.OpenInfoMan, Mapper{Country: i18n.Country(boot.Country)}, r)
+	pulled, err := s.pull(ctx, settings, Mapper{Country: i18n.Country(boot.Country), Targeting: targeting}, r)
 	if err != nil {
 		r.abort("OpenInfoMan provider-search", err)
 		return r
 	}
-	items, err := s.plan(pulled, settings.InactivePolicy, r)
+	r.Targeting = targeting.Counts
+	items, err := s.plan(pulled, settings.InactivePolicy, full, fresh, r)
 	if err != nil {
 		r.abort("state", err)
 		return r
 	}
+	// Leavers are found only against a complete picture of the registry.
+	reconcile := full && r.PullIncomplete == ""
 
 	work := needsRapidPro(items)
 	reads := r.startPhase("RapidPro reads", http.MethodGet, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	idx := newIndex()
 	var readErr error // one that stops the run: every provider with work is left pending
 	scanning := false // this run reads the whole workspace
-	if len(work) > 0 {
-		if s.opts.Now().Sub(boot.At) > s.opts.BootstrapMaxAge {
+	if len(work) > 0 || reconcile {
+		if s.opts.Now().Sub(boot.At) > s.opts.BootstrapMaxAge && !o.DryRun {
 			// Only a run with work to do refreshes the cache, so an idle
 			// run costs RapidPro nothing.
-			boot, err = s.setUp(ctx, rp, settings.RapidPro, setup, true)
+			boot, err = s.setUp(ctx, rp, settings, setup, true, false)
 			if err != nil {
 				reads.end(s.opts.Now, err, "")
 				r.abort(setup.Name, err)
@@ -193,7 +242,7 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		}
 		before := rp.Sent()
 		scanning = marks.scanned.IsZero()
-		idx, err = s.read(ctx, rp, boot, work, scanning, !marks.writing.IsZero())
+		idx, err = s.read(ctx, rp, boot, work, readMode{scan: scanning, crashed: !marks.writing.IsZero(), group: reconcile})
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
@@ -203,6 +252,14 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		readErr = err
 	}
 	reads.end(s.opts.Now, readErr, fmt.Sprintf("%d providers to write, %d contacts found", len(work), len(idx.byUUID)))
+	if reconcile && readErr == nil {
+		items, err = s.addLeavers(items, idx, boot, settings.InactivePolicy, fresh)
+		if err != nil {
+			r.abort("state", err)
+			return r
+		}
+		s.breaker(items, idx, boot, settings.Reconcile, o.ConfirmRetire, r)
+	}
 
 	writes := r.startPhase("RapidPro writes", http.MethodPost, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
 	w := &writer{
@@ -210,17 +267,22 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		state: s.opts.State, progress: newProgress(), policy: settings.InactivePolicy,
 		maxConsecutive: s.opts.MaxConsecutiveFailures,
 	}
+	if o.DryRun {
+		w.rp, w.state = &dryRun{Client: rp, idx: idx}, nil
+	}
 	if readErr != nil {
 		w.stop(readErr)
 	}
-	if err := s.opts.State.SetWriting(r.Started); err != nil {
-		r.abort("state", err)
-		return r
+	if !o.DryRun {
+		if err := s.opts.State.SetWriting(r.Started); err != nil {
+			r.abort("state", err)
+			return r
+		}
 	}
 	before := rp.Sent()
 	err = w.run(ctx, items)
 	writes.Requests = int(rp.Sent() - before)
-	if w.bootstrapStale {
+	if w.bootstrapStale && !o.DryRun {
 		// A group or field went missing: the next run sets them up again.
 		err = errors.Join(err, s.opts.State.setBootstrap(nil))
 	}
@@ -229,10 +291,21 @@ func (s *Syncer) run(ctx context.Context) *Report {
 		r.abort("state", err)
 		return r
 	}
+	r.planLines(items)
+	if o.DryRun {
+		r.settle()
+		return r
+	}
+	if settings.WriteBack.Enabled {
+		if err := s.writeBack(ctx, settings, items, r); err != nil {
+			r.abort("state", err)
+			return r
+		}
+	}
 
 	// Everything pulled is now done, rejected or stored as pending, so the
 	// next run may start from here; pending work is retried from the state.
-	if err := s.finish(r, scanning && readErr == nil); err != nil {
+	if err := s.finish(r, scanning && readErr == nil, reconcile && readErr == nil); err != nil {
 		r.abort("state", err)
 		return r
 	}
@@ -240,9 +313,9 @@ func (s *Syncer) run(ctx context.Context) *Report {
 	return r
 }
 
-// finish records the watermark (and a completed workspace scan) and counts
-// the work left pending.
-func (s *Syncer) finish(r *Report, scannedNow bool) error {
+// finish records the watermark (and a completed workspace scan and
+// reconciliation) and counts the work left pending.
+func (s *Syncer) finish(r *Report, scannedNow, reconciledNow bool) error {
 	if scannedNow {
 		if err := s.opts.State.SetScanned(r.Started); err != nil {
 			return err
@@ -253,6 +326,12 @@ func (s *Syncer) finish(r *Report, scannedNow bool) error {
 			return err
 		}
 		r.Watermark = r.Started
+		if r.Since.IsZero() {
+			// Every provider was mapped against the current directories.
+			if err := s.opts.State.Reconciled(r.Started, reconciledNow); err != nil {
+				return err
+			}
+		}
 	}
 	if err := s.opts.State.SetWriting(time.Time{}); err != nil {
 		return err
@@ -284,96 +363,40 @@ func (s *Syncer) rapidProClient(settings RapidProSettings) (*rapidpro.Client, er
 	return c, nil
 }
 
-// bootstrapKey identifies the settings a bootstrap was made for. The token
-// is in it because another token may mean another workspace; only a digest
-// of it reaches the state file.
-func bootstrapKey(settings RapidProSettings) string {
-	return digestOf("bootstrap", settings.URL, settings.Token, settings.Group, settings.Country)
-}
-
-func (b bootstrap) summary() string {
-	return fmt.Sprintf("workspace %s, group %q, country %q, set up %s", b.WorkspaceUUID, b.GroupName, b.Country, b.At.Format(time.RFC3339))
-}
-
-// setUp returns the workspace, the managed group and its country, from the
-// state's cache when it was made for these settings, else by reading the
-// workspace and making sure the group and the fields this service writes
-// exist (RapidPro never creates them on the fly). refresh skips the cache.
-func (s *Syncer) setUp(ctx context.Context, rp *rapidpro.Client, settings RapidProSettings, ph *Phase, refresh bool) (bootstrap, error) {
-	key := bootstrapKey(settings)
-	cached, found, err := s.opts.State.bootstrap()
-	if err != nil {
-		return bootstrap{}, err
-	}
-	if found && cached.Key == key && !refresh {
-		return cached, nil
-	}
-	before := rp.Sent()
-	defer func() { ph.Requests += int(rp.Sent() - before) }()
-	ws, err := rp.Workspace(ctx)
-	if err != nil {
-		return bootstrap{}, fmt.Errorf("workspace: %w", err)
-	}
-	b := bootstrap{Key: key, WorkspaceUUID: ws.UUID, Country: settings.Country, At: s.opts.Now().UTC()}
-	if b.Country == "" {
-		b.Country = strings.ToUpper(ws.Country)
-	}
-	group, err := rp.EnsureGroup(ctx, settings.Group)
-	if err != nil {
-		return bootstrap{}, fmt.Errorf("group %q: %w", settings.Group, err)
-	}
-	b.GroupUUID, b.GroupName, b.GroupCount = group.UUID, group.Name, group.Count
-	fields, err := rp.Fields(ctx)
-	if err != nil {
-		return bootstrap{}, fmt.Errorf("fields: %w", err)
-	}
-	for _, name := range []string{FieldGlobalID} {
-		if slices.ContainsFunc(fields, func(f rapidpro.Field) bool { return f.Key == rapidpro.FieldKey(name) }) {
-			continue
-		}
-		if _, err := rp.CreateField(ctx, name, "text"); err != nil {
-			return bootstrap{}, fmt.Errorf("field %q: %w", name, err)
-		}
-	}
-	if err := s.opts.State.setBootstrap(&b); err != nil {
-		return bootstrap{}, err
-	}
-	return b, nil
-}
-
 // checkTarget starts the state over when the run's target is not the one
 // the state was built for: links and digests of another workspace, group or
 // policy would skip work the new target needs, and the watermark would hide
-// every worker who did not change since.
-func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report) error {
+// every worker who did not change since. A dry run changes nothing and
+// plans as if the state were empty (fresh).
+func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report, dry bool) (fresh bool, err error) {
 	fp := digestOf("target", settings.RapidPro.URL, boot.WorkspaceUUID, boot.GroupUUID,
 		settings.OpenInfoMan.URL, settings.OpenInfoMan.Document, settings.InactivePolicy)
 	stored, err := s.opts.State.Fingerprint()
 	if err != nil || stored == fp {
-		return err
+		return false, err
 	}
 	if stored != "" {
 		r.Retargeted = true
 		s.opts.Logger.Warn("the sync target changed (RapidPro workspace or group, OpenInfoMan document, or inactive policy): pulling every provider again")
 	}
-	return s.opts.State.Retarget(fp)
+	if dry {
+		return true, nil
+	}
+	return false, s.opts.State.Retarget(fp)
 }
 
 // pull reads the changed providers and maps them, in registry order.
-func (s *Syncer) pull(ctx context.Context, settings OpenInfoManSettings, mapper Mapper, r *Report) ([]*item, error) {
-	client := csd.Client{
-		BaseURL:    settings.URL,
-		Document:   settings.Document,
-		Username:   settings.Username,
-		Password:   settings.Password,
-		PageSize:   settings.PageSize,
-		HTTPClient: s.opts.OpenInfoManHTTP,
-	}
-	ph := r.startPhase("OpenInfoMan provider-search", http.MethodPost, settings.URL,
-		"/CSD/csr/"+settings.Document+"/careServicesRequest/"+csd.ProviderSearch, s.opts.Now)
+func (s *Syncer) pull(ctx context.Context, settings Settings, mapper Mapper, r *Report) ([]*item, error) {
+	oim := settings.OpenInfoMan
+	ph := r.startPhase("OpenInfoMan provider-search", http.MethodPost, oim.URL,
+		"/CSD/csr/"+oim.Document+"/careServicesRequest/"+csd.ProviderSearch, s.opts.Now)
 	var items []*item
-	stats, err := client.Providers(ctx, csd.ProviderQuery{UpdatedSince: r.Since}, func(p *csd.Provider) error {
-		items = append(items, &item{Mapping: mapper.Map(p)})
+	stats, err := s.oimClient(oim, oim.Document).Providers(ctx, csd.ProviderQuery{UpdatedSince: r.Since}, func(p *csd.Provider) error {
+		it := &item{Mapping: mapper.Map(p), pulled: true}
+		if settings.WriteBack.Enabled {
+			it.carried = carriedIDs(p, settings.otherID(""))
+		}
+		items = append(items, it)
 		return nil
 	})
 	ph.Requests = stats.Requests
@@ -401,11 +424,15 @@ func (s *Syncer) pull(ctx context.Context, settings OpenInfoManSettings, mapper 
 // plan puts the work a cut run left pending first (superseded by a newer
 // pull of the same provider), rejects duplicate keys, and works out for each
 // provider the contact it should have, so that a provider whose contact
-// already is that costs no request.
-func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error) {
-	pending, err := s.opts.State.Pending()
-	if err != nil {
-		return nil, err
+// already is that costs no request. A full run tries standing rejects
+// again; fresh plans as if the state were empty.
+func (s *Syncer) plan(pulled []*item, policy string, full, fresh bool, r *Report) ([]*item, error) {
+	var pending []Mapping
+	if !fresh {
+		var err error
+		if pending, err = s.opts.State.Pending(); err != nil {
+			return nil, err
+		}
 	}
 	// A pending provider pulled again is done in its newer form (every
 	// pulled item with its key, so that duplicates still meet); the others
@@ -431,6 +458,22 @@ func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error)
 	}
 	r.Retried = len(pending)
 
+	if err := s.records(items, fresh); err != nil {
+		return nil, err
+	}
+	rejectDuplicateKeys(items)
+	for _, it := range items {
+		it.retryRejected = full
+		it.decide(policy)
+	}
+	return items, nil
+}
+
+// records gives each item what the state knows of its provider.
+func (s *Syncer) records(items []*item, fresh bool) error {
+	if fresh {
+		return nil
+	}
 	keys := make([]string, 0, len(items))
 	for _, it := range items {
 		if it.Key != "" {
@@ -439,16 +482,12 @@ func (s *Syncer) plan(pulled []*item, policy string, r *Report) ([]*item, error)
 	}
 	recs, err := s.opts.State.Records(keys)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, it := range items {
 		it.rec = recs[it.Key]
 	}
-	rejectDuplicateKeys(items)
-	for _, it := range items {
-		it.decide(policy)
-	}
-	return items, nil
+	return nil
 }
 
 // needsRapidPro lists the items whose contact may differ from what they
@@ -490,130 +529,4 @@ func rejectDuplicateKeys(items []*item) {
 			it.failedDetail = "another provider has the same globalid " + it.Key
 		}
 	}
-}
-
-// index holds what a run knows of RapidPro's contacts, one entry per
-// contact however often it was fetched.
-type index struct {
-	byUUID map[string]*rapidpro.Contact
-	byKey  map[string]*rapidpro.Contact
-	byURN  map[string]*rapidpro.Contact
-	// duplicates lists, by globalid, the contacts that share one: left by
-	// earlier tools, they are for a person to merge, never for a silent pick.
-	duplicates map[string][]string
-}
-
-func newIndex() *index {
-	return &index{
-		byUUID: map[string]*rapidpro.Contact{}, byKey: map[string]*rapidpro.Contact{},
-		byURN: map[string]*rapidpro.Contact{}, duplicates: map[string][]string{},
-	}
-}
-
-// add records c, replacing what was known of the same contact.
-func (ix *index) add(c *rapidpro.Contact) {
-	if old := ix.byUUID[c.UUID]; old != nil {
-		ix.remove(old)
-	}
-	ix.byUUID[c.UUID] = c
-	if k := globalID(c); k != "" {
-		if other := ix.byKey[k]; other != nil {
-			if !slices.Contains(ix.duplicates[k], other.UUID) {
-				ix.duplicates[k] = append(ix.duplicates[k], other.UUID)
-			}
-			ix.duplicates[k] = append(ix.duplicates[k], c.UUID)
-		}
-		ix.byKey[k] = c
-	}
-	for _, u := range c.URNs {
-		ix.byURN[u] = c
-	}
-}
-
-func (ix *index) remove(c *rapidpro.Contact) {
-	delete(ix.byUUID, c.UUID)
-	for _, u := range c.URNs {
-		if ix.byURN[u] == c {
-			delete(ix.byURN, u)
-		}
-	}
-	if k := globalID(c); k != "" && ix.byKey[k] == c {
-		delete(ix.byKey, k)
-	}
-}
-
-func globalID(c *rapidpro.Contact) string {
-	if v := c.Fields[FieldGlobalID]; v != nil {
-		return csd.NormalizeID(*v)
-	}
-	return ""
-}
-
-// read finds the contacts the run's work may touch. The first run for a
-// target reads the whole workspace once: RapidPro cannot filter contacts by
-// field, and a contact with a provider's globalid or phone outside the group
-// (an earlier tool's, or entered by hand) is found only by reading it. Later
-// runs read only what their linked providers need: each contact by its UUID,
-// or the group when more than the lookup threshold need reading, and each
-// new phone, which RapidPro would otherwise drop on update and still answer
-// 200. A provider without a link after the scan has no contact; its create
-// reports a phone taken since.
-//
-// After a crash, the outcomes of the last writes may be unrecorded: their
-// providers have no link although their contacts exist (created into the
-// group), so the group is read once to find them.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, scan, crashed bool) (*index, error) {
-	idx := newIndex()
-	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
-	if scan {
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collect); err != nil {
-			return idx, fmt.Errorf("workspace: %w", err)
-		}
-		return idx, nil
-	}
-	var linked []*item
-	for _, it := range work {
-		if it.action == actionSync && it.rec.UUID != "" {
-			linked = append(linked, it)
-		}
-	}
-	unlinked := slices.ContainsFunc(work, func(it *item) bool { return it.rec.UUID == "" })
-	// The group costs a request per 250 members: worth it only when that is
-	// fewer than one lookup per contact.
-	if (crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked)) {
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
-			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
-		}
-	}
-	for _, it := range linked {
-		if idx.byUUID[it.rec.UUID] != nil {
-			continue
-		}
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: it.rec.UUID}, collect); err != nil {
-			if stopsRun(err) {
-				return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
-			}
-			it.readErr = err // this provider waits for the next run; the others go on
-		}
-	}
-	looked := map[string]bool{}
-	for _, it := range linked {
-		c := idx.byUUID[it.rec.UUID]
-		if c == nil || it.readErr != nil {
-			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
-		}
-		for _, u := range it.Contact.URNs {
-			if slices.Contains(c.URNs, u) || idx.byURN[u] != nil || looked[u] {
-				continue
-			}
-			looked[u] = true
-			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, collect); err != nil {
-				if stopsRun(err) {
-					return idx, fmt.Errorf("phone lookup: %w", err)
-				}
-				it.readErr = err
-			}
-		}
-	}
-	return idx, nil
 }

@@ -74,6 +74,9 @@ type envOptions struct {
 	workspace    rapidprotest.Options // Token and Country are set by newEnv
 	pageSize     int                  // provider-search page size; default 5
 	ratePerHour  int                  // the client's RapidPro budget; default none
+	tune         func(*Settings)      // changes the settings before the first run
+	oimHTTP      *http.Client
+	cadreNames   map[string]string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -105,13 +108,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.pageSize == 0 {
 		o.pageSize = 5
 	}
-	syncer, err := NewSyncer(Settings{
+	settings := Settings{
 		OpenInfoMan:    OpenInfoManSettings{URL: registry.URL(), Username: "oim", Password: testOIMPass, Document: "Providers", PageSize: o.pageSize},
 		RapidPro:       RapidProSettings{URL: workspace.URL(), Token: testToken, Group: fixtureGroup},
 		InactivePolicy: InactiveRemoveFromGroup,
-	}, Options{
-		State: state, Metrics: metrics, RapidProHTTP: o.rapidProHTTP, RapidProRetryAfterCap: o.retryCap, RapidProRatePerHour: o.ratePerHour,
-		LookupThreshold: 10, WatermarkMargin: time.Minute, Now: clk.Now,
+	}
+	if o.tune != nil {
+		o.tune(&settings)
+	}
+	syncer, err := NewSyncer(settings, Options{
+		State: state, Metrics: metrics, RapidProHTTP: o.rapidProHTTP, OpenInfoManHTTP: o.oimHTTP, RapidProRetryAfterCap: o.retryCap, RapidProRatePerHour: o.ratePerHour,
+		LookupThreshold: 10, WatermarkMargin: time.Minute, Now: clk.Now, CadreNames: o.cadreNames,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +253,7 @@ func TestSyncEndToEnd(t *testing.T) {
 	for _, o := range tx.Response.Orchestrations {
 		names = append(names, o.Name)
 	}
-	if want := []string{"RapidPro setup", "OpenInfoMan provider-search", "RapidPro reads", "RapidPro writes"}; !slices.Equal(names, want) {
+	if want := []string{"RapidPro setup", "OpenInfoMan organization-search", "OpenInfoMan facility-search", "OpenInfoMan provider-search", "RapidPro reads", "RapidPro writes"}; !slices.Equal(names, want) {
 		t.Errorf("orchestrations %q, want one per phase %q", names, want)
 	}
 

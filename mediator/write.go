@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 
@@ -21,6 +22,23 @@ const (
 	ReasonGroupAdd          = "group_add"
 	ReasonGroupRemove       = "group_remove"
 	ReasonBlock             = "block"
+	ReasonUnblock           = "unblock"
+)
+
+// Outcomes of a provider in a run, as a plan lists them.
+const (
+	OutcomeCreate    = "create"
+	OutcomeUpdate    = "update"
+	OutcomeUnchanged = "unchanged"
+	OutcomeJoinGroup = "join_group"
+	OutcomeRejoin    = "rejoin"
+	OutcomeLeave     = "leave_group"
+	OutcomeBlock     = "block"
+	OutcomeConflict  = "conflict"
+	OutcomeSkip      = "skip"
+	OutcomeReject    = "reject"
+	OutcomeDefer     = "defer"
+	OutcomeHeld      = "held"
 )
 
 // commitEvery is how many outcomes are recorded per state transaction: a
@@ -29,21 +47,30 @@ const (
 // duplicated.
 const commitEvery = 64
 
+// contactOps are the RapidPro calls a writer makes; a dry run answers the
+// writes itself.
+type contactOps interface {
+	Contacts(ctx context.Context, q rapidpro.ContactQuery, fn func(rapidpro.Contact) error) error
+	CreateContact(ctx context.Context, w rapidpro.ContactWrite) (rapidpro.Contact, error)
+	UpdateContact(ctx context.Context, uuid string, w rapidpro.ContactWrite) (rapidpro.Contact, error)
+	ContactAction(ctx context.Context, action string, contacts []string, group string) error
+}
+
 // writer applies one run's decisions to RapidPro and records each outcome.
 type writer struct {
-	rp             *rapidpro.Client
+	rp             contactOps
 	groupUUID      string
 	idx            *index
 	report         *Report
 	phase          *Phase
 	logger         *slog.Logger
-	state          *State
+	state          *State // nil in a dry run: nothing is recorded
 	progress       *progress
 	policy         string
 	maxConsecutive int
 
-	toAdd, toRemove, toBlock []*item
-	retry                    []*item // conflicts that later writes may resolve
+	toUnblock, toAdd, toRemove, toBlock []*item
+	retry                               []*item // conflicts that later writes may resolve
 
 	stopped        error // set when the rest of the run must wait for the next one
 	consecutive    int   // transient failures in a row
@@ -81,13 +108,24 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 		}
 		w.sync(ctx, it)
 	}
-	w.groupActions(ctx, "add", w.toAdd, ReasonGroupAdd, &w.report.GroupAdded)
-	w.groupActions(ctx, "remove", w.toRemove, ReasonGroupRemove, &w.report.GroupRemoved)
-	w.groupActions(ctx, "block", w.toBlock, ReasonBlock, &w.report.Blocked)
+	// A contact this service blocked is unblocked before it can rejoin.
+	w.groupActions(ctx, "unblock", w.toUnblock, ReasonUnblock, &w.report.Unblocked, func(it *item) {
+		it.clearBlocked = true
+		w.toAdd = append(w.toAdd, it)
+	})
+	w.groupActions(ctx, "add", w.toAdd, ReasonGroupAdd, &w.report.GroupAdded, nil)
+	w.groupActions(ctx, "remove", w.toRemove, ReasonGroupRemove, &w.report.GroupRemoved, nil)
+	w.groupActions(ctx, "block", w.toBlock, ReasonBlock, &w.report.Blocked, func(it *item) {
+		it.setBlocked = true
+		w.done(it, it.uuid)
+	})
 	return w.flush(true)
 }
 
 func (w *writer) flush(force bool) error {
+	if w.state == nil {
+		return nil
+	}
 	if force || w.progress.len() >= commitEvery {
 		return w.state.commit(w.progress)
 	}
@@ -98,12 +136,16 @@ func (w *writer) process(ctx context.Context, it *item) {
 	switch {
 	case it.Key == "":
 		w.report.Skipped[it.Skipped]++
+		it.note(OutcomeSkip, it.Skipped)
+	case it.held:
+		it.note(OutcomeHeld, "retirement held by the circuit breaker")
 	case it.failed != "":
 		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
 	case len(w.idx.duplicates[it.Key]) > 0:
 		w.reject(it, it.rec.UUID, ReasonDuplicateGlobalID, "RapidPro contacts "+strings.Join(w.idx.duplicates[it.Key], ", ")+" share this globalid; merge them in RapidPro")
 	case it.standingReject():
 		w.record(it, it.rec) // reported by the rejected count; tried again when the data changes
+		it.note(OutcomeReject, "rejected before, and the record has not changed since")
 	case it.readErr != nil:
 		w.fail(it, it.rec.UUID, it.readErr)
 	case it.action == actionRetire:
@@ -117,10 +159,13 @@ func (w *writer) process(ctx context.Context, it *item) {
 		switch {
 		case it.Status == csd.StatusInactive:
 			w.report.Inactive++
+			it.note(OutcomeUnchanged, "inactive")
 		case it.Skipped != "":
 			w.report.Skipped[it.Skipped]++
+			it.note(OutcomeSkip, it.Skipped)
 		default:
 			w.report.Unchanged++
+			it.note(OutcomeUnchanged, "")
 		}
 		w.done(it, it.rec.UUID)
 	}
@@ -139,15 +184,19 @@ func (w *writer) retire(it *item) {
 	}
 	switch {
 	case uuid == "":
+		it.note(OutcomeUnchanged, "inactive, no contact")
 		w.done(it, "") // never had a contact: nothing to take away
 	case c != nil && w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID),
 		c != nil && w.policy == InactiveBlock && c.Status == "blocked":
+		it.note(OutcomeUnchanged, "inactive, already retired")
 		w.done(it, uuid)
 	case w.policy == InactiveRemoveFromGroup:
 		it.uuid = uuid
+		it.note(OutcomeLeave, it.leaveReason())
 		w.toRemove = append(w.toRemove, it)
 	case w.policy == InactiveBlock:
 		it.uuid = uuid
+		it.note(OutcomeBlock, it.leaveReason())
 		w.toBlock = append(w.toBlock, it)
 	}
 }
@@ -205,9 +254,11 @@ func (w *writer) sync(ctx context.Context, it *item) {
 	change, changed := contactChange(c, it.Contact, free)
 	if !changed {
 		w.report.Unchanged++
+		it.note(OutcomeUnchanged, "")
 		w.settle(it, c, taken)
 		return
 	}
+	it.note(OutcomeUpdate, describeChange(change))
 	updated, err := w.rp.UpdateContact(ctx, c.UUID, change)
 	if err != nil {
 		if rapidpro.KindOf(err) == rapidpro.KindNotFound {
@@ -229,10 +280,11 @@ func (w *writer) sync(ctx context.Context, it *item) {
 
 func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 	created, err := w.rp.CreateContact(ctx, rapidpro.ContactWrite{
-		Name:   it.Contact.Name,
-		URNs:   free,
-		Groups: []string{w.groupUUID},
-		Fields: fieldPointers(it.Contact.Fields),
+		Name:     it.Contact.Name,
+		Language: it.Contact.Language,
+		URNs:     free,
+		Groups:   []string{w.groupUUID},
+		Fields:   fieldPointers(it.Contact.Fields),
 	})
 	if err != nil {
 		if rapidpro.KindOf(err) == rapidpro.KindURNInUse && !it.lookedUp {
@@ -261,6 +313,7 @@ func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 		return
 	}
 	w.report.Created++
+	it.note(OutcomeCreate, "")
 	w.settle(it, &created, taken)
 }
 
@@ -288,13 +341,26 @@ func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
 		it.noDigest = true
 	}
 	switch {
+	case c.Status == "blocked" && it.rec.Blocked && !it.noDigest:
+		// This service blocked it when the worker left: the worker is back.
+		it.uuid = c.UUID
+		it.note(OutcomeRejoin, "unblocked, then added to the group")
+		w.toUnblock = append(w.toUnblock, it)
 	case c.Status == "blocked" || c.Status == "stopped" || c.Status == "archived":
-		// Never unblocked automatically: unblocking also clears an opt-out.
+		// Never unblocked otherwise: unblocking also clears an opt-out.
 		if !it.noDigest {
 			w.reject(it, c.UUID, ReasonContactBlocked, "the contact is "+c.Status+" in RapidPro; it cannot join the group until a person unblocks it")
 		}
 	case !inGroup(c, w.groupUUID):
 		it.uuid = c.UUID
+		switch {
+		case it.outcome == OutcomeUpdate:
+			it.outcomeDetail += "; joins the group"
+		case it.rec.Digest == digestOf("inactive", w.policy):
+			it.note(OutcomeRejoin, "active again")
+		case it.outcome != OutcomeCreate:
+			it.note(OutcomeJoinGroup, "")
+		}
 		w.toAdd = append(w.toAdd, it)
 	case !it.noDigest:
 		w.done(it, c.UUID)
@@ -329,15 +395,38 @@ func contactChange(c *rapidpro.Contact, want Contact, urns []string) (rapidpro.C
 	if !sameSet(tel, urns) {
 		change.URNs, changed = append(slices.Clone(urns), other...), true
 	}
+	if want.Language != "" && c.Language != want.Language {
+		change.Language, changed = want.Language, true
+	}
 	for k, v := range want.Fields {
-		if cur := c.Fields[k]; cur == nil || *cur != v {
+		// RapidPro shows an unset field as null; "" is sent as null too.
+		if cur := c.Fields[k]; (cur == nil && v != "") || (cur != nil && *cur != v) {
 			if change.Fields == nil {
 				change.Fields = map[string]*string{}
 			}
-			change.Fields[k], changed = &v, true
+			change.Fields[k], changed = fieldValue(v), true
 		}
 	}
 	return change, changed
+}
+
+// describeChange names what an update changes, for a plan: "name, urns,
+// language, fields cadre district".
+func describeChange(change rapidpro.ContactWrite) string {
+	var parts []string
+	if change.Name != "" {
+		parts = append(parts, "name")
+	}
+	if change.Language != "" {
+		parts = append(parts, "language")
+	}
+	if change.URNs != nil {
+		parts = append(parts, "urns")
+	}
+	if len(change.Fields) > 0 {
+		parts = append(parts, "fields "+strings.Join(slices.Sorted(maps.Keys(change.Fields)), " "))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func sameSet(a, b []string) bool {
@@ -354,12 +443,23 @@ func missingURNs(sent, got []string) []string {
 	return missing
 }
 
+// fieldPointers is a create's fields: unset ones are left out.
 func fieldPointers(fields map[string]string) map[string]*string {
 	out := make(map[string]*string, len(fields))
 	for k, v := range fields {
-		out[k] = &v
+		if v != "" {
+			out[k] = &v
+		}
 	}
 	return out
+}
+
+// fieldValue is an update's value for a field: nil (null) clears it.
+func fieldValue(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
 }
 
 func inGroup(c *rapidpro.Contact, groupUUID string) bool {
@@ -369,13 +469,18 @@ func inGroup(c *rapidpro.Contact, groupUUID string) bool {
 // groupActions applies a contact_actions action in chunks of 100. RapidPro
 // fails a whole chunk for one bad contact, so a failed chunk is halved until
 // the contact that fails it is found.
-func (w *writer) groupActions(ctx context.Context, action string, items []*item, reason string, count *int) {
+// onSuccess, when set, finishes an item whose action succeeded; by default
+// it is done.
+func (w *writer) groupActions(ctx context.Context, action string, items []*item, reason string, count *int, onSuccess func(*item)) {
+	if onSuccess == nil {
+		onSuccess = func(it *item) { w.done(it, it.uuid) }
+	}
 	for chunk := range slices.Chunk(items, rapidpro.MaxActionContacts) {
-		w.groupAction(ctx, action, chunk, reason, count)
+		w.groupAction(ctx, action, chunk, reason, count, onSuccess)
 	}
 }
 
-func (w *writer) groupAction(ctx context.Context, action string, items []*item, reason string, count *int) {
+func (w *writer) groupAction(ctx context.Context, action string, items []*item, reason string, count *int, onSuccess func(*item)) {
 	if w.stopped == nil && ctx.Err() != nil {
 		w.stop(ctx.Err())
 	}
@@ -390,7 +495,7 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 		uuids[i] = it.uuid
 	}
 	group := w.groupUUID
-	if action == "block" {
+	if action == "block" || action == "unblock" {
 		group = ""
 	}
 	err := w.rp.ContactAction(ctx, action, uuids, group)
@@ -399,12 +504,12 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 		w.consecutive = 0
 		for _, it := range items {
 			*count++
-			w.done(it, it.uuid)
+			onSuccess(it)
 		}
 	case len(items) > 1 && !stopsRun(err) && !isTransient(err):
 		half := len(items) / 2
-		w.groupAction(ctx, action, items[:half], reason, count)
-		w.groupAction(ctx, action, items[half:], reason, count)
+		w.groupAction(ctx, action, items[:half], reason, count, onSuccess)
+		w.groupAction(ctx, action, items[half:], reason, count, onSuccess)
 	default:
 		for _, it := range items {
 			w.failAs(it, it.uuid, reason, err)
@@ -414,9 +519,11 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 
 // done records that the provider's contact is as desired.
 func (w *writer) done(it *item, uuid string) {
-	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest}
+	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest, Blocked: (it.rec.Blocked || it.setBlocked) && !it.clearBlocked}
 	if it.noDigest {
 		rec.Digest = ""
+	} else {
+		it.contactUUID = uuid
 	}
 	w.record(it, rec)
 }
@@ -447,6 +554,7 @@ func (w *writer) record(it *item, rec Record) {
 // deferItem leaves the provider for the next run, which tries it first.
 func (w *writer) deferItem(it *item, uuid string) {
 	w.report.Deferred++
+	it.note(OutcomeDefer, "left for the next run")
 	w.keepPending(it, uuid)
 }
 
@@ -457,7 +565,7 @@ func (w *writer) keepPending(it *item, uuid string) {
 		// Keep what was learnt, so the next run need not look for it again,
 		// and forget the digest: a write whose answer was lost may have
 		// landed, so the contact is no longer known to match it.
-		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid}
+		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid, Blocked: it.rec.Blocked}
 	}
 }
 
@@ -483,6 +591,7 @@ func (w *writer) failAs(it *item, uuid, reason string, err error) {
 		w.report.Failed[reason]++
 		w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: err.Error() + " (retried next run)"})
 		w.logger.Warn("provider not synced, retried next run", "entity_id", it.EntityID, "reason", reason, "err", err)
+		it.note(OutcomeDefer, reason)
 		w.keepPending(it, uuid)
 		if w.consecutive++; w.maxConsecutive > 0 && w.consecutive >= w.maxConsecutive {
 			w.stop(fmt.Errorf("RapidPro failed %d times in a row: %w", w.consecutive, err))
@@ -506,7 +615,12 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 	w.report.Failed[reason]++
 	w.report.addReject(Reject{EntityID: it.EntityID, Reason: reason, Detail: detail})
 	w.logger.Warn("provider not synced", "entity_id", it.EntityID, "reason", reason, "detail", detail)
-	rec := Record{EntityID: owner(it), UUID: uuid, Rejected: it.digest}
+	if reason == ReasonURNConflict {
+		it.note(OutcomeConflict, detail)
+	} else {
+		it.note(OutcomeReject, reason+": "+detail)
+	}
+	rec := Record{EntityID: owner(it), UUID: uuid, Rejected: it.digest, Blocked: it.rec.Blocked}
 	if reason == ReasonDuplicateGlobalID {
 		rec = it.rec // which of two ids owns the key is the registry's to settle
 	}

@@ -1,0 +1,121 @@
+package mediator
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/openhie/mhero-mediator/csd"
+)
+
+// checkMapping tells whether the settings that shape a contact (country,
+// targeting, directory documents, cadre names) differ from those the state
+// was mapped with; if so (and not dry) the directories start over and every
+// provider is pulled and mapped again, its link kept.
+func (s *Syncer) checkMapping(settings Settings, boot bootstrap, t *Targeting, dry bool) (bool, error) {
+	parts := []string{"mapping", boot.Country, settings.OpenInfoMan.URL, settings.OpenInfoMan.Document,
+		settings.Targeting.facilitiesDocument(settings), settings.Targeting.organizationsDocument(settings),
+		settings.Targeting.CadreScheme, strconv.Itoa(settings.Targeting.districtLevel()), settings.Targeting.DistrictCode}
+	for _, f := range t.fieldKeys() {
+		parts = append(parts, f.Key)
+	}
+	for _, code := range slices.Sorted(maps.Keys(s.opts.CadreNames)) {
+		parts = append(parts, code, s.opts.CadreNames[code])
+	}
+	fp := digestOf(parts...)
+	marks, err := s.opts.State.directoryMarks()
+	if err != nil || marks.mapping == fp {
+		return false, err
+	}
+	if dry {
+		return true, nil
+	}
+	return true, s.opts.State.Remap(fp)
+}
+
+// loadMarks reads where the state stands; empty stands for a state the
+// run must not trust (a dry run's new target or mapping).
+func (s *Syncer) loadMarks(empty bool) (runMarks, directoryMarks, error) {
+	if empty {
+		return runMarks{}, directoryMarks{since: map[csd.EntityKind]time.Time{}}, nil
+	}
+	marks, err := s.opts.State.marks()
+	if err != nil {
+		return marks, directoryMarks{}, err
+	}
+	dir, err := s.opts.State.directoryMarks()
+	return marks, dir, err
+}
+
+// oimClient is an OpenInfoMan client for one document.
+func (s *Syncer) oimClient(settings OpenInfoManSettings, document string) *csd.Client {
+	return &csd.Client{
+		BaseURL:    settings.URL,
+		Document:   document,
+		Username:   settings.Username,
+		Password:   settings.Password,
+		PageSize:   settings.PageSize,
+		HTTPClient: s.opts.OpenInfoManHTTP,
+	}
+}
+
+// pullDirectories brings the stored facility and organization directories
+// up to date with what changed in OpenInfoMan since their last pull, and
+// returns them whole. dry keeps the changes in memory; empty starts from no
+// stored place.
+func (s *Syncer) pullDirectories(ctx context.Context, settings Settings, marks directoryMarks, r *Report, dry bool) (*Directory, error) {
+	dir := NewDirectory()
+	if !dry || !marks.since[csd.KindFacility].IsZero() {
+		var err error
+		if dir, err = s.opts.State.Directory(); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []struct {
+		kind     csd.EntityKind
+		document string
+		function string
+		pull     func(*csd.Client, context.Context, csd.EntityQuery, func(*csd.Entity) error) (csd.PullStats, error)
+	}{
+		{csd.KindOrganization, settings.Targeting.organizationsDocument(settings), csd.OrganizationSearch, (*csd.Client).Organizations},
+		{csd.KindFacility, settings.Targeting.facilitiesDocument(settings), csd.FacilitySearch, (*csd.Client).Facilities},
+	} {
+		started := s.opts.Now().UTC()
+		var q csd.EntityQuery
+		if since := marks.since[d.kind]; !since.IsZero() {
+			q.UpdatedSince = since.Add(-s.opts.WatermarkMargin)
+		}
+		ph := r.startPhase("OpenInfoMan "+string(d.kind)+"-search", http.MethodPost, settings.OpenInfoMan.URL,
+			"/CSD/csr/"+d.document+"/careServicesRequest/"+d.function, s.opts.Now)
+		u := directoryUpdate{kind: d.kind, places: map[string]Place{}, since: started}
+		stats, err := d.pull(s.oimClient(settings.OpenInfoMan, d.document), ctx, q, func(e *csd.Entity) error {
+			if dir.Add(d.kind, e) {
+				key := csd.NormalizeID(e.EntityID)
+				u.places[key] = placeOf(e)
+			}
+			return nil
+		})
+		ph.Requests = stats.Requests
+		ph.end(s.opts.Now, err, fmt.Sprintf("%d %s entities read, %d new or changed", stats.Entities, d.kind, len(u.places)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.document, err)
+		}
+		// The first pull of a directory fills it; only a later change moves
+		// what providers already mapped resolve to.
+		u.changed = len(u.places) > 0 && !marks.since[d.kind].IsZero()
+		r.DirectoryChanged = r.DirectoryChanged || u.changed
+		if !stats.Complete() {
+			u.since = marks.since[d.kind] // pull again from where it was
+		}
+		if !dry {
+			if err := s.opts.State.saveDirectory(u); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return dir, nil
+}

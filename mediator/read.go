@@ -1,0 +1,146 @@
+package mediator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/openhie/mhero-mediator/csd"
+	"github.com/openhie/mhero-mediator/rapidpro"
+)
+
+// readMode says what a run reads of RapidPro besides what its work needs.
+type readMode struct {
+	scan    bool // the whole workspace: the first run for a target
+	crashed bool // the group, if a provider has no link: the last run crashed
+	group   bool // the group: a reconciliation looks for leavers in it
+}
+
+// index holds what a run knows of RapidPro's contacts, one entry per
+// contact however often it was fetched.
+type index struct {
+	byUUID map[string]*rapidpro.Contact
+	byKey  map[string]*rapidpro.Contact
+	byURN  map[string]*rapidpro.Contact
+	// duplicates lists, by globalid, the contacts that share one: left by
+	// earlier tools, they are for a person to merge, never for a silent pick.
+	duplicates map[string][]string
+}
+
+func newIndex() *index {
+	return &index{
+		byUUID: map[string]*rapidpro.Contact{}, byKey: map[string]*rapidpro.Contact{},
+		byURN: map[string]*rapidpro.Contact{}, duplicates: map[string][]string{},
+	}
+}
+
+// add records c, replacing what was known of the same contact.
+func (ix *index) add(c *rapidpro.Contact) {
+	if old := ix.byUUID[c.UUID]; old != nil {
+		ix.remove(old)
+	}
+	ix.byUUID[c.UUID] = c
+	if k := globalID(c); k != "" {
+		if other := ix.byKey[k]; other != nil {
+			if !slices.Contains(ix.duplicates[k], other.UUID) {
+				ix.duplicates[k] = append(ix.duplicates[k], other.UUID)
+			}
+			ix.duplicates[k] = append(ix.duplicates[k], c.UUID)
+		}
+		ix.byKey[k] = c
+	}
+	for _, u := range c.URNs {
+		ix.byURN[u] = c
+	}
+}
+
+func (ix *index) remove(c *rapidpro.Contact) {
+	delete(ix.byUUID, c.UUID)
+	for _, u := range c.URNs {
+		if ix.byURN[u] == c {
+			delete(ix.byURN, u)
+		}
+	}
+	if k := globalID(c); k != "" && ix.byKey[k] == c {
+		delete(ix.byKey, k)
+	}
+}
+
+func globalID(c *rapidpro.Contact) string {
+	if v := c.Fields[FieldGlobalID]; v != nil {
+		return csd.NormalizeID(*v)
+	}
+	return ""
+}
+
+// read finds the contacts the run's work may touch. The first run for a
+// target reads the whole workspace once: RapidPro cannot filter contacts by
+// field, and a contact with a provider's globalid or phone outside the group
+// (an earlier tool's, or entered by hand) is found only by reading it. Later
+// runs read only what their linked providers need: each contact by its UUID,
+// or the group when more than the lookup threshold need reading, and each
+// new phone, which RapidPro would otherwise drop on update and still answer
+// 200. A provider without a link after the scan has no contact; its create
+// reports a phone taken since.
+//
+// After a crash, the outcomes of the last writes may be unrecorded: their
+// providers have no link although their contacts exist (created into the
+// group), so the group is read once to find them. A reconciliation reads
+// the group to find the contacts of workers who left.
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, mode readMode) (*index, error) {
+	idx := newIndex()
+	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
+	if mode.scan {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collect); err != nil {
+			return idx, fmt.Errorf("workspace: %w", err)
+		}
+		return idx, nil
+	}
+	var linked []*item
+	for _, it := range work {
+		if it.action == actionSync && it.rec.UUID != "" {
+			linked = append(linked, it)
+		}
+	}
+	unlinked := slices.ContainsFunc(work, func(it *item) bool { return it.rec.UUID == "" })
+	// The group costs a request per 250 members: worth it only when that is
+	// fewer than one lookup per contact.
+	// A dry run before the group exists has no group to read.
+	readGroup := mode.group || (mode.crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked))
+	if readGroup && boot.GroupUUID != "" {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
+			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
+		}
+	}
+	for _, it := range linked {
+		if idx.byUUID[it.rec.UUID] != nil {
+			continue
+		}
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: it.rec.UUID}, collect); err != nil {
+			if stopsRun(err) {
+				return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
+			}
+			it.readErr = err // this provider waits for the next run; the others go on
+		}
+	}
+	looked := map[string]bool{}
+	for _, it := range linked {
+		c := idx.byUUID[it.rec.UUID]
+		if c == nil || it.readErr != nil {
+			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
+		}
+		for _, u := range it.Contact.URNs {
+			if slices.Contains(c.URNs, u) || idx.byURN[u] != nil || looked[u] {
+				continue
+			}
+			looked[u] = true
+			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, collect); err != nil {
+				if stopsRun(err) {
+					return idx, fmt.Errorf("phone lookup: %w", err)
+				}
+				it.readErr = err
+			}
+		}
+	}
+	return idx, nil
+}
