@@ -37,17 +37,25 @@ func (s *Syncer) checkMapping(settings Settings, boot bootstrap, t *Targeting, d
 	return true, s.opts.State.Remap(fp)
 }
 
-// loadMarks reads where the state stands; empty stands for a state the
-// run must not trust (a dry run's new target or mapping).
-func (s *Syncer) loadMarks(empty bool) (runMarks, directoryMarks, error) {
-	if empty {
-		return runMarks{}, directoryMarks{since: map[csd.EntityKind]time.Time{}}, nil
+// loadMarks reads where the state stands. A run that starts the state
+// over (fresh: a dry run's new target) trusts none of it; a dry run's new
+// mapping trusts the links and scan but not the watermark or directories,
+// as Remap would have dropped them.
+func (s *Syncer) loadMarks(fresh, dryRemap bool) (runMarks, directoryMarks, error) {
+	none := directoryMarks{since: map[csd.EntityKind]time.Time{}}
+	if fresh {
+		return runMarks{}, none, nil
 	}
 	marks, err := s.opts.State.marks()
 	if err != nil {
 		return marks, directoryMarks{}, err
 	}
 	dir, err := s.opts.State.directoryMarks()
+	if dryRemap {
+		marks.watermark = time.Time{}
+		none.reconciled = dir.reconciled
+		dir = none
+	}
 	return marks, dir, err
 }
 

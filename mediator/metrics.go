@@ -23,6 +23,9 @@ type Metrics struct {
 	inProgress        prometheus.Gauge
 	upstreamRequests  *prometheus.CounterVec
 	HeartbeatFailures prometheus.Counter
+	retireHeld        prometheus.Gauge
+	lastReconcile     prometheus.Gauge
+	writeBacks        *prometheus.CounterVec
 }
 
 // NewMetrics registers the service's series on reg, or on a new registry
@@ -63,6 +66,15 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		HeartbeatFailures: f.NewCounter(prometheus.CounterOpts{
 			Name: "mhero_openhim_heartbeat_failures_total", Help: "Heartbeats or registrations OpenHIM did not accept.",
 		}),
+		retireHeld: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mhero_sync_retirements_held", Help: "Retirements the circuit breaker held back in the last full reconciliation; above 0 needs an operator.",
+		}),
+		lastReconcile: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mhero_sync_last_reconciliation_timestamp_seconds", Help: "When the last full reconciliation that compared the whole registry with the group started.",
+		}),
+		writeBacks: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mhero_sync_write_backs_total", Help: "Contact UUIDs written back to OpenInfoMan, by outcome.",
+		}, []string{"outcome"}),
 	}
 }
 
@@ -80,7 +92,7 @@ func (m *Metrics) observe(r *Report) {
 	m.duration.Observe(r.Finished.Sub(r.Started).Seconds())
 	for action, n := range map[string]int{
 		"created": r.Created, "updated": r.Updated, "group_added": r.GroupAdded,
-		"group_removed": r.GroupRemoved, "blocked": r.Blocked,
+		"group_removed": r.GroupRemoved, "blocked": r.Blocked, "unblocked": r.Unblocked,
 	} {
 		m.contactsWritten.WithLabelValues(action).Add(float64(n))
 	}
@@ -93,4 +105,10 @@ func (m *Metrics) observe(r *Report) {
 	if !r.Watermark.IsZero() {
 		m.lastSuccess.Set(float64(r.Started.Unix()))
 	}
+	if r.Reconciled {
+		m.retireHeld.Set(float64(r.RetireHeld))
+		m.lastReconcile.Set(float64(r.Started.Unix()))
+	}
+	m.writeBacks.WithLabelValues("written").Add(float64(r.WrittenBack))
+	m.writeBacks.WithLabelValues("failed").Add(float64(r.WriteBackFailed))
 }

@@ -55,6 +55,8 @@ type Report struct {
 	// Full marks a full reconciliation: the whole registry was pulled and,
 	// when the pull was complete, compared with the managed group.
 	Full bool
+	// Reconciled is set when the whole registry was compared with the group.
+	Reconciled bool
 	// DirectoryChanged is set when a facility or organization changed, so
 	// that every provider was mapped again.
 	DirectoryChanged bool

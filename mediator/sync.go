@@ -192,7 +192,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		r.abort("state", err)
 		return r
 	}
-	marks, dirMarks, err := s.loadMarks(fresh || remap)
+	marks, dirMarks, err := s.loadMarks(fresh, remap && o.DryRun)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -305,7 +305,8 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 
 	// Everything pulled is now done, rejected or stored as pending, so the
 	// next run may start from here; pending work is retried from the state.
-	if err := s.finish(r, scanning && readErr == nil, reconcile && readErr == nil); err != nil {
+	r.Reconciled = reconcile && readErr == nil
+	if err := s.finish(r, scanning && readErr == nil, r.Reconciled); err != nil {
 		r.abort("state", err)
 		return r
 	}

@@ -560,6 +560,13 @@ func TestConsoleConfigChangesSettings(t *testing.T) {
 			func(s Settings) bool {
 				return s.OpenInfoMan.PageSize == 200 && s.OpenInfoMan.Password == "kept" && s.RapidPro.Country == "LR"
 			}, ""},
+		{"targeting, reconciliation and write-back", `{"targeting": {"facilitiesDocument": "Facilities", "districtLevel": 3, "districtCode": "", "cadreScheme": "1.3.6.1.4.1.21367.100.1"}, "reconcile": {"everyHours": 6, "maxRetireShare": 0.05}, "writeBack": {"enabled": true, "code": "", "authority": ""}}`,
+			func(s Settings) bool {
+				return s.Targeting.FacilitiesDocument == "Facilities" && s.Targeting.DistrictLevel == 3 && s.Reconcile.every() == 6*time.Hour &&
+					s.Reconcile.maxShare() == 0.05 && s.WriteBack.Enabled && s.otherID("u").Code == DefaultWriteBackCode && s.otherID("u").AssigningAuthorityName == "https://rapidpro.example.org"
+			}, ""},
+		{"a retire share above one", `{"reconcile": {"maxRetireShare": 1.5}}`, nil, "maxRetireShare 1.5"},
+		{"a targeting label RapidPro refuses", `{"targeting": {"fields": {"cadre": {"label": "Cadre?"}}}}`, nil, "letters, digits"},
 		{"unknown policy", `{"inactivePolicy": "delete"}`, nil, `inactive policy "delete"`},
 		{"not an object", `"OK"`, nil, "console config"},
 		{"bad url", `{"openinfoman": {"url": "openinfoman", "document": "Providers", "pageSize": 1}}`, nil, "not an http(s) URL"},

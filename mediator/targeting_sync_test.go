@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/openhie/mhero-mediator/csd"
@@ -366,6 +367,9 @@ func TestCircuitBreakerHoldsMassRetirement(t *testing.T) {
 			if w := e.writes(before); len(w) != 0 {
 				t.Fatalf("the breaker let %d writes through: %+v", len(w), w)
 			}
+			if got := testutil.ToFloat64(e.metrics.retireHeld); fmt.Sprint(got) != tc.held {
+				t.Fatalf("mhero_sync_retirements_held %v, want %s", got, tc.held)
+			}
 			// Held, so the next reconciliation holds them again.
 			if r := e.triggerWith("full=true"); r.Properties["retire_held"] != tc.held {
 				t.Fatalf("second reconciliation: %v", r.Properties)
@@ -376,6 +380,9 @@ func TestCircuitBreakerHoldsMassRetirement(t *testing.T) {
 			}
 			if n := len(e.workspace.Contacts()); n != 20 {
 				t.Fatalf("%d contacts: retiring must never delete", n)
+			}
+			if got := testutil.ToFloat64(e.metrics.retireHeld); got != 0 {
+				t.Fatalf("mhero_sync_retirements_held %v after the confirmed run", got)
 			}
 		})
 	}
@@ -587,5 +594,50 @@ func TestWriteBackOncePerProvider(t *testing.T) {
 	}
 	if got := e.otherIDs()["urn:uuid:new"]; len(got) != 1 {
 		t.Fatalf("the new worker carries %+v, want exactly one otherID", got)
+	}
+}
+
+// A targeting field an operator made with another type (RapidPro has a
+// "district" type) is theirs: reported, left out of every write, never
+// changed; the other fields are written.
+func TestFieldOfAnotherTypeIsReportedNotWritten(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directoryWith(kakata, viaFacility)})
+	e.workspace.AddField("District", "district")
+	tx := e.trigger()
+	if p := tx.Response.Properties["field_problem_01"]; !strings.Contains(p, `field "district" is of type district`) || tx.Response.Status != openhim.StatusCompletedWithErrors {
+		t.Fatalf("status %s, field problem %q", tx.Response.Status, p)
+	}
+	c, _ := e.contactOf(viaFacility.id)
+	if field(c, "district") != "" || field(c, "facility") != "Kakata Health Center" {
+		t.Fatalf("fields %v", c.Fields)
+	}
+	for _, r := range e.workspace.Requests() {
+		if r.Path == "/api/v2/fields.json" && r.Method == http.MethodPost && strings.Contains(r.Body, "District") {
+			t.Fatalf("the operator's field was written: %s", r.Body)
+		}
+	}
+}
+
+// New mapping settings map every provider again, keeping the links: no
+// workspace scan and no create, only the contacts whose fields change.
+func TestMappingChangeRemapsKeepingLinks(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directoryWith(kakata, viaFacility, viaOrg, viaBoth)})
+	e.trigger()
+	next := e.syncer.Settings()
+	next.Targeting.DistrictLevel = 3
+	if err := e.syncer.SetSettings(next); err != nil {
+		t.Fatal(err)
+	}
+	tx, reqs := e.next()
+	wantProps(t, tx, map[string]string{"since": "full pull", "providers": "3", "created": "0", "updated": "3"})
+	for _, r := range reqs {
+		if r.Method == http.MethodGet && r.Path == "/api/v2/contacts.json" && r.Query.Get("uuid") == "" && r.Query.Get("group") == "" && r.Query.Get("urn") == "" {
+			t.Fatalf("a mapping change scanned the whole workspace: %v", r.Query)
+		}
+	}
+	for id, want := range map[string]string{viaFacility.id: "Kakata District", viaOrg.id: "Jorquelleh", viaBoth.id: "Jorquelleh"} {
+		if c, _ := e.contactOf(id); field(c, "district") != want {
+			t.Errorf("%s: district %q, want %q", id, field(c, "district"), want)
+		}
 	}
 }
