@@ -379,20 +379,28 @@ func (s *State) Records(keys []string) (map[string]Record, error) {
 // Pending returns the mappings a cut run left to do, in no set order.
 func (s *State) Pending() ([]Mapping, error) {
 	var out []Mapping
+	err := eachJSON(s, bucketPending, "pending", func(_ string, m Mapping) error { out = append(out, m); return nil })
+	return out, err
+}
+
+// eachJSON calls fn with every value of a bucket of JSON values.
+func eachJSON[T any](s *State, bucket []byte, what string, fn func(key string, v T) error) error {
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
-			var m Mapping
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("pending %q: %w", k, err)
+		return tx.Bucket(bucket).ForEach(func(k, data []byte) error {
+			var v T
+			if err := json.Unmarshal(data, &v); err != nil {
+				return fmt.Errorf("%s %q: %w", what, k, err)
 			}
-			out = append(out, m)
+			if err := fn(string(k), v); err != nil {
+				return fmt.Errorf("%s %q: %w", what, k, err)
+			}
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state: pending: %w", err)
+		return fmt.Errorf("state: %s: %w", what, err)
 	}
-	return out, nil
+	return nil
 }
 
 // Outstanding counts the providers waiting for the next run and those whose
@@ -533,30 +541,19 @@ func (s *State) Remap(fingerprint string) error {
 // Directory loads every stored place.
 func (s *State) Directory() (*Directory, error) {
 	d := NewDirectory()
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPlaces).ForEach(func(k, v []byte) error {
-			kind, key, ok := strings.Cut(string(k), ":")
-			into := d.Facilities
-			switch {
-			case !ok:
-				return fmt.Errorf("place %q: no kind", k)
-			case kind == string(csd.KindOrganization):
-				into = d.Organizations
-			case kind != string(csd.KindFacility):
-				return fmt.Errorf("place %q: unknown kind", k)
-			}
-			var p Place
-			if err := json.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("place %q: %w", k, err)
-			}
-			into[key] = p
-			return nil
-		})
+	err := eachJSON(s, bucketPlaces, "places", func(k string, p Place) error {
+		kind, key, _ := strings.Cut(k, ":")
+		switch csd.EntityKind(kind) {
+		case csd.KindFacility:
+			d.Facilities[key] = p
+		case csd.KindOrganization:
+			d.Organizations[key] = p
+		default:
+			return errors.New("unknown kind")
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("state: places: %w", err)
-	}
-	return d, nil
+	return d, err
 }
 
 // directoryUpdate is what one pull of a directory changed.
@@ -625,20 +622,8 @@ type writeBack struct {
 // WriteBacks returns the write-backs earlier runs could not make, by key.
 func (s *State) writeBacks() (map[string]writeBack, error) {
 	out := map[string]writeBack{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketWriteBack).ForEach(func(k, v []byte) error {
-			var wb writeBack
-			if err := json.Unmarshal(v, &wb); err != nil {
-				return fmt.Errorf("write-back %q: %w", k, err)
-			}
-			out[string(k)] = wb
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("state: write-backs: %w", err)
-	}
-	return out, nil
+	err := eachJSON(s, bucketWriteBack, "write-back", func(k string, wb writeBack) error { out[k] = wb; return nil })
+	return out, err
 }
 
 // setWriteBack keeps (or, with nil, forgets) a write-back to retry.
