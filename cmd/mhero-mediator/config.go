@@ -6,17 +6,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/openhie/mhero-mediator/csd"
 	"github.com/openhie/mhero-mediator/mediator"
 )
 
 // version is the version registered with OpenHIM; raise it whenever the
 // registration (endpoints, channel, configDefs) changes, or a core that
 // already knows the service keeps the old one.
-const version = "1.0.0"
+const version = "1.1.0"
 
 // config is everything serve, sync and demo are configured with.
 type config struct {
@@ -47,6 +51,8 @@ type config struct {
 	channelTimeout      time.Duration
 	heartbeatInterval   time.Duration
 	logLevel, logFormat string
+	// cadreNamesFile is an SVS value set naming the cadre codes.
+	cadreNamesFile string
 
 	// upstreamTimeouts replace defaultUpstreamTimeouts per system; tests
 	// shorten them.
@@ -72,6 +78,20 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.RapidPro.Group, "rapidpro-group", "mHero", "the one RapidPro group this service manages")
 	fs.StringVar(&s.RapidPro.Country, "country", "", "ISO 3166-1 alpha-2 country for phone numbers without a country code (empty: the workspace's)")
 	fs.StringVar(&s.InactivePolicy, "inactive-policy", mediator.InactiveRemoveFromGroup, "what to do with the contact of an inactive health worker: ignore, remove-from-group or block")
+	t := &s.Targeting
+	fs.StringVar(&t.FacilitiesDocument, "facilities-document", "", "OpenInfoMan document holding the facility directory (empty: the providers' document)")
+	fs.StringVar(&t.OrganizationsDocument, "organizations-document", "", "OpenInfoMan document holding the organization directory (empty: the providers' document)")
+	fs.StringVar(&t.CadreScheme, "cadre-scheme", "", "coding scheme of the provider codedType that is the cadre (empty: the first codedType)")
+	fs.IntVar(&t.DistrictLevel, "district-level", mediator.DefaultDistrictLevel, "organization level whose name is the district (1 is the root, the country)")
+	fs.StringVar(&t.DistrictCode, "district-code", "", "organization codedType code that marks a district, instead of --district-level")
+	fs.Var(fieldLabels{&t.Fields}, "field-label", "RapidPro label of a targeting field, as `name=Label` (names: "+strings.Join(targetNames, ", ")+"); repeat or separate with commas")
+	fs.StringVar(&c.cadreNamesFile, "cadre-names", "", "SVS value set file naming the cadre codes, for registries whose providers carry codes only")
+	s.Reconcile.EveryHours = mediator.DefaultReconcileHours
+	fs.Var(hours{&s.Reconcile.EveryHours}, "reconcile-every", "time between full reconciliations, in whole `hours`: 24, 24h or 168h")
+	fs.Float64Var(&s.Reconcile.MaxRetireShare, "max-retire-share", mediator.DefaultMaxRetireShare, "largest share of the managed contacts a reconciliation retires without --confirm-retire (1: no limit)")
+	fs.BoolVar(&s.WriteBack.Enabled, "write-back", false, "write each contact's RapidPro UUID to its provider in OpenInfoMan (needs openinfoman-hwr)")
+	fs.StringVar(&s.WriteBack.Code, "write-back-code", mediator.DefaultWriteBackCode, "otherID code of the written-back contact UUID")
+	fs.StringVar(&s.WriteBack.Authority, "write-back-authority", "", "otherID assigningAuthorityName of the written-back contact UUID (empty: the RapidPro URL)")
 	fs.IntVar(&c.rapidProRate, "rapidpro-rate", 3600, "RapidPro requests per hour per rate scope (0: no client-side limit)")
 	fs.DurationVar(&c.rapidProRetryAfterCap, "rapidpro-retry-after-cap", time.Minute, "longest RapidPro Retry-After waited on in a run; longer defers the rest to the next run")
 	fs.IntVar(&c.lookupThreshold, "lookup-threshold", 100, "changed providers above which a run reads the whole group instead of looking contacts up one by one")
@@ -98,6 +118,96 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.heartbeatInterval, "heartbeat-interval", 10*time.Second, "time between heartbeats to OpenHIM")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+}
+
+// targetNames are the targeting fields --field-label names, in the order
+// map and the README list them.
+var targetNames = []string{mediator.TargetCadre, mediator.TargetFacility, mediator.TargetFacilityID, mediator.TargetDistrict, mediator.TargetSpecialty}
+
+// fieldLabels is --field-label: name=Label pairs, repeated or separated by
+// commas (a label cannot hold one), into the targeting field specs. Only
+// the label is set: RapidPro derives the key from it.
+type fieldLabels struct {
+	fields *map[string]mediator.FieldSpec
+}
+
+func (f fieldLabels) String() string {
+	if f.fields == nil {
+		return ""
+	}
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(*f.fields)) {
+		parts = append(parts, name+"="+(*f.fields)[name].Label)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f fieldLabels) Set(v string) error {
+	for pair := range strings.SplitSeq(v, ",") {
+		name, label, ok := strings.Cut(pair, "=")
+		name, label = strings.TrimSpace(name), strings.TrimSpace(label)
+		switch {
+		case !ok || label == "":
+			return fmt.Errorf("%q is not name=Label", strings.TrimSpace(pair))
+		case !slices.Contains(targetNames, name):
+			return fmt.Errorf("%q is not a targeting field: %s", name, strings.Join(targetNames, ", "))
+		}
+		if *f.fields == nil {
+			*f.fields = map[string]mediator.FieldSpec{}
+		}
+		(*f.fields)[name] = mediator.FieldSpec{Label: label}
+	}
+	return nil
+}
+
+// hours is a whole number of hours, given as one ("24") or as a duration
+// ("24h", "168h"). A duration that is not whole hours is refused rather
+// than rounded: the schedule an operator reads back is the one given.
+type hours struct{ h *int }
+
+func (h hours) String() string {
+	if h.h == nil {
+		return ""
+	}
+	return strconv.Itoa(*h.h) + "h"
+}
+
+func (h hours) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.Atoi(v); err == nil {
+		*h.h = n
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is neither hours (24) nor a duration (24h)", v)
+	}
+	if d%time.Hour != 0 {
+		return fmt.Errorf("%s is not a whole number of hours", d)
+	}
+	*h.h = int(d / time.Hour)
+	return nil
+}
+
+// cadreNames reads the --cadre-names value set, if one was given.
+func (c *config) cadreNames() (map[string]string, error) {
+	return readCadreNames(c.cadreNamesFile)
+}
+
+func readCadreNames(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cadre-names: %w", err)
+	}
+	defer f.Close()
+	names, err := csd.DecodeValueSet(f)
+	if err != nil {
+		return nil, fmt.Errorf("cadre-names %s: %w", path, err)
+	}
+	return names, nil
 }
 
 func defaultHostname() string {
@@ -146,6 +256,12 @@ func (c *config) checkNumbers() error {
 	need(c.shutdownGrace >= 0, "shutdown-grace", c.shutdownGrace, "must be 0 or more")
 	need(c.channelTimeout > 0 && c.channelTimeout <= time.Hour, "channel-timeout", c.channelTimeout, "must be more than 0 and at most 1h")
 	need(c.heartbeatInterval > 0, "heartbeat-interval", c.heartbeatInterval, "must be more than 0")
+	need(c.settings.Targeting.DistrictLevel >= 1, "district-level", c.settings.Targeting.DistrictLevel, "must be at least 1 (the root)")
+	// A year bounds it well before the hours overflow a time.Duration.
+	every := c.settings.Reconcile.EveryHours
+	need(every >= 1 && every <= 8760, "reconcile-every", hours{&every}, "must be at least 1h and at most 8760h (a year)")
+	share := c.settings.Reconcile.MaxRetireShare
+	need(share > 0 && share <= 1, "max-retire-share", share, "must be more than 0 and at most 1")
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}

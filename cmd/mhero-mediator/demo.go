@@ -163,20 +163,25 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// printContacts lists the contacts with the fields officials target by
+// (under their default keys).
 func printContacts(w io.Writer, contacts []rapidpro.Contact) {
 	fmt.Fprintf(w, "RapidPro now holds %d contacts:\n", len(contacts))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPHONES\tGROUPS\tGLOBALID")
+	fmt.Fprintln(tw, "NAME\tPHONES\tGROUPS\tCADRE\tFACILITY\tDISTRICT\tGLOBALID")
 	for _, c := range contacts {
 		var groups []string
 		for _, g := range c.Groups {
 			groups = append(groups, g.Name)
 		}
-		globalID := ""
-		if v := c.Fields[mediator.FieldGlobalID]; v != nil {
-			globalID = *v
+		field := func(key string) string {
+			if v := c.Fields[key]; v != nil {
+				return *v
+			}
+			return ""
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.URNs, " "), strings.Join(groups, ", "), globalID)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.URNs, " "), strings.Join(groups, ", "),
+			field(mediator.TargetCadre), field(mediator.TargetFacility), field(mediator.TargetDistrict), field(mediator.FieldGlobalID))
 	}
 	tw.Flush()
 }
@@ -193,5 +198,20 @@ func printReport(w io.Writer, r *mediator.Report) {
 	}
 	for _, rj := range r.Rejects {
 		fmt.Fprintf(w, "rejected %s: %s: %s\n", rj.EntityID, rj.Reason, rj.Detail)
+	}
+	if r.Full {
+		fmt.Fprintln(w, "full reconciliation: the whole registry was compared with the group")
+	}
+	if r.Breaker != "" {
+		fmt.Fprintf(w, "circuit breaker, %d retirements held: %s\n", r.RetireHeld, r.Breaker)
+	}
+	for _, p := range r.FieldProblems {
+		fmt.Fprintf(w, "field problem: %s\n", p)
+	}
+	if r.StoppedBy != "" {
+		fmt.Fprintf(w, "stopped by: %s\n", r.StoppedBy)
+	}
+	if r.PullIncomplete != "" {
+		fmt.Fprintf(w, "pull incomplete: %s\n", r.PullIncomplete)
 	}
 }

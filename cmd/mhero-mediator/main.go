@@ -18,8 +18,10 @@ const usage = `mhero-mediator keeps RapidPro contacts in step with an OpenInfoMa
 Usage:
   mhero-mediator serve [flags]            run the OpenHIM mediator: /sync, /metrics, /healthz, /readyz
   mhero-mediator sync [flags]             run one sync now and print its summary
+                                          (--full: a full reconciliation; --confirm-retire: past the circuit breaker)
+  mhero-mediator plan [flags]             what a sync would do now, provider by provider; writes nothing
   mhero-mediator demo [--serve]           run the whole path on fixtures, with nothing else installed
-  mhero-mediator map [--country CC] FILE  map a CSD document to RapidPro contacts, offline
+  mhero-mediator map [--country CC] FILE  map a CSD document to RapidPro contacts and targeting fields, offline
 
 Every flag can also be set by an environment variable: --rapidpro-token is MHERO_RAPIDPRO_TOKEN.
 Run 'mhero-mediator COMMAND -h' for a command's flags.
@@ -55,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"map":   runMap,
 		"serve": runServe,
 		"sync":  runSync,
+		"plan":  runPlan,
 		"demo":  runDemo,
 	}
 	cmd, ok := commands[args[0]]

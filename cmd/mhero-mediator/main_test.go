@@ -223,6 +223,24 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	// Contacts carry the targeting fields the fixture's places resolve to.
+	rows := map[string][]string{
+		"Grace Sirleaf ":  {"Midwife", "Cinta Clinic", "Kakata"},
+		"Comfort Wesseh ": {"Community Health Worker", "Kpaai Community Clinic", "Gbarnga"},
+	}
+	for name, cells := range rows {
+		i := strings.Index(out, "\n"+name)
+		if i < 0 {
+			t.Errorf("demo output has no row for %s", name)
+			continue
+		}
+		row, _, _ := strings.Cut(out[i+1:], "\n")
+		for _, cell := range cells {
+			if !strings.Contains(row, "  "+cell+"  ") {
+				t.Errorf("row %q lacks %q", row, cell)
+			}
+		}
+	}
 	if strings.Contains(out, demoToken) || strings.Contains(out, demoSyncPassword) {
 		t.Errorf("demo printed a secret in the OpenHIM response:\n%s", out)
 	}

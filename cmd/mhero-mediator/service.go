@@ -35,6 +35,16 @@ type service struct {
 
 // newService opens the state and builds the syncer; nothing listens yet.
 func newService(cfg *config, logger *slog.Logger) (*service, error) {
+	return buildService(cfg, logger, mediator.OpenState)
+}
+
+// buildService is newService with the state opened by open: a plan runs on
+// a private copy of the state file.
+func buildService(cfg *config, logger *slog.Logger, open func(path string) (*mediator.State, error)) (*service, error) {
+	cadreNames, err := cfg.cadreNames()
+	if err != nil {
+		return nil, err
+	}
 	metrics := mediator.NewMetrics(nil)
 	clients := map[string]*http.Client{
 		"openinfoman": upstreamClient(metrics, "openinfoman", nil, cfg.timeouts("openinfoman")),
@@ -47,7 +57,7 @@ func newService(cfg *config, logger *slog.Logger) (*service, error) {
 		}
 		clients["openhim"] = upstreamClient(metrics, "openhim", tlsConfig, cfg.timeouts("openhim"))
 	}
-	state, err := mediator.OpenState(cfg.stateFile)
+	state, err := open(cfg.stateFile)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +71,7 @@ func newService(cfg *config, logger *slog.Logger) (*service, error) {
 		RapidProRetryAfterCap: cfg.rapidProRetryAfterCap,
 		LookupThreshold:       cfg.lookupThreshold,
 		WatermarkMargin:       cfg.watermarkMargin,
+		CadreNames:            cadreNames,
 	})
 	if err != nil {
 		state.Close()
@@ -236,15 +247,22 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return svc.serve(ctx, nil)
 }
 
+// runFlags are the flags that choose the kind of run, for sync and plan.
+func runFlags(fs *flag.FlagSet, o *mediator.RunOptions) {
+	fs.BoolVar(&o.Full, "full", false, "make this run a full reconciliation: compare the whole registry with the managed group, so the workers who left it are retired")
+	fs.BoolVar(&o.ConfirmRetire, "confirm-retire", false, "let this run's reconciliation retire more contacts than --max-retire-share allows: the registry is right")
+}
+
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	svc, err := commandService("sync", args, stderr, nil)
+	var opts mediator.RunOptions
+	svc, err := commandService("sync", args, stderr, func(fs *flag.FlagSet) { runFlags(fs, &opts) })
 	if err != nil {
 		return err
 	}
 	defer svc.close()
 	runCtx, cancel := context.WithTimeout(ctx, svc.cfg.syncTimeout)
 	defer cancel()
-	report, err := svc.syncer.Run(runCtx)
+	report, err := svc.syncer.RunWith(runCtx, opts)
 	if err != nil {
 		return err
 	}
