@@ -64,7 +64,10 @@ type Report struct {
 	Targeting map[string]int
 	// FieldProblems lists targeting fields RapidPro holds with another type.
 	FieldProblems []string
-	Unblocked     int // contacts this service had blocked, unblocked as their worker returned
+	// Planned lists, in a dry run, what a sync would create before its
+	// first write (the group, fields).
+	Planned   []string
+	Unblocked int // contacts this service had blocked, unblocked as their worker returned
 	// RetireHeld counts the retirements the circuit breaker held back, and
 	// Breaker says why.
 	RetireHeld      int

@@ -179,7 +179,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	setup.end(s.opts.Now, nil, boot.summary())
-	r.FieldProblems = boot.FieldProblems
+	r.FieldProblems, r.Planned = boot.FieldProblems, boot.Planned
 
 	fresh, err := s.checkTarget(settings, boot, r, o.DryRun)
 	if err != nil {
@@ -266,6 +266,9 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		rp: rp, groupUUID: boot.GroupUUID, idx: idx, report: r, phase: writes, logger: s.opts.Logger,
 		state: s.opts.State, progress: newProgress(), policy: settings.InactivePolicy,
 		maxConsecutive: s.opts.MaxConsecutiveFailures,
+	}
+	for _, f := range targeting.fieldKeys() {
+		w.targetKeys = append(w.targetKeys, f.Key)
 	}
 	if o.DryRun {
 		w.rp, w.state = &dryRun{Client: rp, idx: idx}, nil

@@ -337,6 +337,14 @@ func (t TargetingSettings) field(name string) FieldSpec {
 	return spec
 }
 
+// Validate checks the targeting settings alone, as Settings.Validate does.
+func (t TargetingSettings) Validate() error {
+	if problems := t.validate(); len(problems) > 0 {
+		return fmt.Errorf("targeting: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
 // validate checks what RapidPro would refuse or what would clash: unknown
 // names, keys RapidPro cannot derive from the label, and two fields on one
 // key.

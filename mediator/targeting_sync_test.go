@@ -641,3 +641,41 @@ func TestMappingChangeRemapsKeepingLinks(t *testing.T) {
 		}
 	}
 }
+
+// Officials target by smart groups over the targeting fields, so a worker
+// who leaves loses them as well as the managed group (their globalid stays,
+// for their return), and gets them back on returning.
+func TestRetiredWorkerDropsOutOfSmartGroups(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directoryWith(kakata, viaFacility, viaOrg)})
+	e.trigger()
+	gone := viaFacility
+	gone.status, gone.updated = "Inactive", later
+	if err := e.registry.SetDocument(directoryWith(kakata, gone, viaOrg)); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"group_removed": "1", "action_leave_group": "1"})
+	c, _ := e.contactOf(gone.id)
+	for _, k := range []string{"cadre", "facility", "facility_id", "district", "specialty"} {
+		if v := field(c, k); v != "" {
+			t.Errorf("a retired worker keeps %s = %q", k, v)
+		}
+	}
+	if len(c.Groups) != 0 || field(c, "globalid") != gone.id {
+		t.Fatalf("groups %v, globalid %q", groupNames(c), field(c, "globalid"))
+	}
+	if other, _ := e.contactOf(viaOrg.id); field(other, "district") != "Bong" {
+		t.Fatalf("another worker lost their fields: %v", other.Fields)
+	}
+	back := viaFacility
+	back.updated = "2025-01-02T00:00:00Z"
+	if err := e.registry.SetDocument(directoryWith(kakata, back, viaOrg)); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(24 * 3600e9)
+	tx, _ = e.next()
+	wantProps(t, tx, map[string]string{"group_added": "1", "action_rejoin": "1"})
+	if c, _ := e.contactOf(gone.id); field(c, "district") != "Margibi" || !e.inGroup(gone.id) {
+		t.Fatalf("the returning worker: %v in %v", c.Fields, groupNames(c))
+	}
+}

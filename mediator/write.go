@@ -68,6 +68,7 @@ type writer struct {
 	progress       *progress
 	policy         string
 	maxConsecutive int
+	targetKeys     []string // the targeting fields, cleared when a worker leaves
 
 	toUnblock, toAdd, toRemove, toBlock []*item
 	retry                               []*item // conflicts that later writes may resolve
@@ -149,7 +150,7 @@ func (w *writer) process(ctx context.Context, it *item) {
 	case it.readErr != nil:
 		w.fail(it, it.rec.UUID, it.readErr)
 	case it.action == actionRetire:
-		w.retire(it)
+		w.retire(ctx, it)
 	case it.action == actionSync:
 		w.sync(ctx, it)
 	case it.Skipped != "" && it.Status != csd.StatusInactive && it.rec.UUID != "":
@@ -172,7 +173,7 @@ func (w *writer) process(ctx context.Context, it *item) {
 }
 
 // retire applies the inactive policy to a provider no longer active.
-func (w *writer) retire(it *item) {
+func (w *writer) retire(ctx context.Context, it *item) {
 	w.report.Inactive++
 	uuid := it.rec.UUID
 	c := w.idx.byUUID[uuid]
@@ -182,15 +183,26 @@ func (w *writer) retire(it *item) {
 	if c != nil {
 		uuid = c.UUID
 	}
+	clearFields := w.policy == InactiveRemoveFromGroup && w.targeted(c)
 	switch {
 	case uuid == "":
 		it.note(OutcomeUnchanged, "inactive, no contact")
 		w.done(it, "") // never had a contact: nothing to take away
-	case c != nil && w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID),
+	case c != nil && w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID) && !clearFields,
 		c != nil && w.policy == InactiveBlock && c.Status == "blocked":
 		it.note(OutcomeUnchanged, "inactive, already retired")
 		w.done(it, uuid)
 	case w.policy == InactiveRemoveFromGroup:
+		if clearFields {
+			// Smart groups select by these fields: a worker who left must
+			// drop out of them as well as out of the managed group.
+			// (Blocked contacts are in no group, smart or not.)
+			if _, err := w.rp.UpdateContact(ctx, uuid, rapidpro.ContactWrite{Fields: w.clearTargets()}); err != nil {
+				w.fail(it, uuid, err)
+				return
+			}
+			w.consecutive = 0
+		}
 		it.uuid = uuid
 		it.note(OutcomeLeave, it.leaveReason())
 		w.toRemove = append(w.toRemove, it)
@@ -199,6 +211,24 @@ func (w *writer) retire(it *item) {
 		it.note(OutcomeBlock, it.leaveReason())
 		w.toBlock = append(w.toBlock, it)
 	}
+}
+
+// targeted tells whether a contact (nil: not read, so unknown) may carry a
+// targeting field value.
+func (w *writer) targeted(c *rapidpro.Contact) bool {
+	if c == nil {
+		return len(w.targetKeys) > 0
+	}
+	return slices.ContainsFunc(w.targetKeys, func(k string) bool { return c.Fields[k] != nil && *c.Fields[k] != "" })
+}
+
+// clearTargets is an update's fields that empties every targeting field.
+func (w *writer) clearTargets() map[string]*string {
+	out := map[string]*string{}
+	for _, k := range w.targetKeys {
+		out[k] = nil
+	}
+	return out
 }
 
 // knownUUID is the contact the run found for the provider, if any, so that
@@ -354,10 +384,12 @@ func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
 	case !inGroup(c, w.groupUUID):
 		it.uuid = c.UUID
 		switch {
-		case it.outcome == OutcomeUpdate:
-			it.outcomeDetail += "; joins the group"
+		case it.rec.Digest == digestOf("inactive", w.policy) && it.outcome == OutcomeUpdate:
+			it.note(OutcomeRejoin, "active again; updates "+it.outcomeDetail)
 		case it.rec.Digest == digestOf("inactive", w.policy):
 			it.note(OutcomeRejoin, "active again")
+		case it.outcome == OutcomeUpdate:
+			it.outcomeDetail += "; joins the group"
 		case it.outcome != OutcomeCreate:
 			it.note(OutcomeJoinGroup, "")
 		}

@@ -68,6 +68,9 @@ func runMap(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if t.DistrictLevel < 1 {
 		return fmt.Errorf("--district-level %d: must be at least 1 (the root)", t.DistrictLevel)
 	}
+	if err := t.Validate(); err != nil {
+		return err
+	}
 	cc, err := parseCountry(*country)
 	if err != nil {
 		return err

@@ -173,6 +173,7 @@ func TestMapTargetingErrors(t *testing.T) {
 		{"missing facility file", []string{"--facilities", "absent.xml", demoFixture}, "facility directory: open absent.xml"},
 		{"organizations that are not CSD", []string{"--organizations", connectathonDir + "README.md", demoFixture}, "organization directory " + connectathonDir + "README.md"},
 		{"cadre names that are not a value set", []string{"--cadre-names", demoFixture, demoFixture}, "cadre-names"},
+		{"a label RapidPro refuses", []string{"--field-label", "cadre=Cadre (HR)", demoFixture}, "letters, digits"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

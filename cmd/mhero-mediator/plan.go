@@ -306,8 +306,8 @@ func printPlanSummary(w io.Writer, r *mediator.Report) {
 		total += r.Actions[a]
 	}
 	fmt.Fprintf(w, "%-12s %d\n", "total", total)
-	if p := plannedCreations(r); p != "" {
-		fmt.Fprintf(w, "a sync would first create %s\n", p)
+	if len(r.Planned) > 0 {
+		fmt.Fprintf(w, "a sync would first create %s\n", strings.Join(r.Planned, ", "))
 	}
 	if r.Breaker != "" {
 		fmt.Fprintf(w, "circuit breaker, %d retirements held: %s\n", r.RetireHeld, r.Breaker)
@@ -343,26 +343,4 @@ func planOrder(actions map[string]int) []string {
 		}
 	}
 	return out
-}
-
-// plannedCreationsMarker introduces, in the RapidPro setup phase's summary
-// of a dry run, the group and fields a sync would create first.
-const plannedCreationsMarker = "; a sync would first create "
-
-// plannedCreations is what a sync would create before its first write, as
-// the setup phase reports it ("" when nothing).
-func plannedCreations(r *mediator.Report) string {
-	for _, ph := range r.Phases {
-		if ph.Name != "RapidPro setup" {
-			continue
-		}
-		_, rest, ok := strings.Cut(ph.Summary, plannedCreationsMarker)
-		if !ok {
-			return ""
-		}
-		// Field problems follow, after "; ".
-		planned, _, _ := strings.Cut(rest, "; ")
-		return planned
-	}
-	return ""
 }
