@@ -188,13 +188,7 @@ func (s *Server) listContacts(w http.ResponseWriter, r *http.Request, _ []byte) 
 		}
 		return key(found[i]).less(key(found[j]))
 	})
-	items := make([]contactJSON, len(found))
-	keys := make(map[string]cursorKey, len(found))
-	for i, c := range found {
-		items[i] = s.contactJSON(c)
-		keys[c.uuid] = key(c)
-	}
-	writePage(w, r, s.opts.PageSize, items, func(c contactJSON) cursorKey { return keys[c.UUID] }, desc)
+	writePageOf(w, r, s.opts.PageSize, found, key, desc, s.contactJSON)
 }
 
 // contactWrite is a validated contact POST body.

@@ -720,6 +720,13 @@ func decodeCursor(s string) (cursorKey, bool) {
 // writePage answers a listing with cursor paging. items must already be in
 // listing order (ascending keys, or descending when desc).
 func writePage[T any](w http.ResponseWriter, r *http.Request, pageSize int, items []T, key func(T) cursorKey, desc bool) {
+	writePageOf(w, r, pageSize, items, key, desc, func(t T) T { return t })
+}
+
+// writePageOf is writePage rendering only the page's items, so that a
+// listing of many contacts costs one page's rendering per request, as a
+// database cursor does.
+func writePageOf[T, U any](w http.ResponseWriter, r *http.Request, pageSize int, items []T, key func(T) cursorKey, desc bool, render func(T) U) {
 	start := 0
 	if c := r.URL.Query().Get("cursor"); c != "" {
 		after, ok := decodeCursor(c)
@@ -747,14 +754,14 @@ func writePage[T any](w http.ResponseWriter, r *http.Request, pageSize int, item
 		u := (&url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}).String()
 		next = &u
 	}
-	results := items[start:end]
-	if results == nil {
-		results = []T{}
+	results := make([]U, 0, end-start)
+	for _, item := range items[start:end] {
+		results = append(results, render(item))
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Next     *string `json:"next"`
 		Previous *string `json:"previous"`
-		Results  []T     `json:"results"`
+		Results  []U     `json:"results"`
 	}{next, nil, results})
 }
 
