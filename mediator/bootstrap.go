@@ -85,6 +85,7 @@ func (s *Syncer) setUp(ctx context.Context, rp *rapidpro.Client, settings Settin
 			}
 			b.Off = append(b.Off, spec.Key)
 			b.FieldProblems = append(b.FieldProblems, fmt.Sprintf("field %q is of type %s in RapidPro, not text: not written", spec.Key, fields[at].Type))
+			s.opts.Logger.Warn("a targeting field exists in RapidPro with another type: it is left alone and not written", "field", spec.Key, "type", fields[at].Type)
 		case at >= 0:
 		case dry:
 			b.Planned = append(b.Planned, fmt.Sprintf("the field %q", spec.Key))

@@ -73,11 +73,12 @@ func (s *Syncer) oimClient(settings OpenInfoManSettings, document string) *csd.C
 
 // pullDirectories brings the stored facility and organization directories
 // up to date with what changed in OpenInfoMan since their last pull, and
-// returns them whole. dry keeps the changes in memory; empty starts from no
-// stored place.
-func (s *Syncer) pullDirectories(ctx context.Context, settings Settings, marks directoryMarks, r *Report, dry bool) (*Directory, error) {
+// returns them whole. fromState starts from the stored places (not when the
+// marks were not taken from the state either); dry keeps the changes in
+// memory.
+func (s *Syncer) pullDirectories(ctx context.Context, settings Settings, marks directoryMarks, r *Report, fromState, dry bool) (*Directory, error) {
 	dir := NewDirectory()
-	if !dry || !marks.since[csd.KindFacility].IsZero() {
+	if fromState {
 		var err error
 		if dir, err = s.opts.State.Directory(); err != nil {
 			return nil, err

@@ -16,11 +16,28 @@ import (
 // does silently), merges the fields, and group actions succeed.
 type dryRun struct {
 	*rapidpro.Client
-	idx     *index
-	created int
+	idx      *index
+	complete bool // idx holds the whole workspace (the run scanned it)
+	created  int
 }
 
-func (d *dryRun) CreateContact(_ context.Context, w rapidpro.ContactWrite) (rapidpro.Contact, error) {
+func (d *dryRun) CreateContact(ctx context.Context, w rapidpro.ContactWrite) (rapidpro.Contact, error) {
+	// RapidPro refuses a create whose phone another contact holds; unless
+	// the run read the whole workspace, it may not have read that contact,
+	// so ask (a read, allowed in a plan).
+	for _, u := range w.URNs {
+		held := d.idx.byURN[u] != nil
+		if !held && !d.complete {
+			err := d.Contacts(ctx, rapidpro.ContactQuery{URN: u}, func(rapidpro.Contact) error { held = true; return nil })
+			if err != nil {
+				return rapidpro.Contact{}, err
+			}
+		}
+		if held {
+			return rapidpro.Contact{}, &rapidpro.Error{Method: "POST", Endpoint: "contacts.json", Status: 400, Kind: rapidpro.KindURNInUse,
+				Fields: map[string][]string{"urns": {"URN is in use by another contact."}}}
+		}
+	}
 	d.created++
 	c := rapidpro.Contact{
 		UUID: fmt.Sprintf("planned-%d", d.created), Name: w.Name, Language: w.Language, Status: "active",

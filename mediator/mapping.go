@@ -52,6 +52,9 @@ type Mapping struct {
 	// would be written.
 	Targets  map[string]string `json:",omitempty"`
 	Language string            `json:",omitempty"`
+	// Left marks a worker the registry no longer has, found by a
+	// reconciliation from their contact: only the key is known.
+	Left     bool `json:",omitempty"`
 	Problems []string
 }
 

@@ -41,7 +41,6 @@ type item struct {
 	readErr  error  // its contact or a new phone could not be read
 
 	retryRejected bool     // a reconciliation: a standing reject is tried again
-	leaver        bool     // no longer in the registry: its contact is retired
 	held          bool     // a retirement the circuit breaker held back
 	pulled        bool     // pulled in this run (not only left pending by an earlier one)
 	carried       []string // contact UUIDs the provider already carries as write-back otherIDs
@@ -56,8 +55,12 @@ type item struct {
 // failed write, a group action) overrides an earlier one.
 func (it *item) note(outcome, detail string) { it.outcome, it.outcomeDetail = outcome, detail }
 
+// blocked tells whether the contact stands blocked by this service after
+// this run.
+func (it *item) blocked() bool { return (it.rec.Blocked || it.setBlocked) && !it.clearBlocked }
+
 func (it *item) leaveReason() string {
-	if it.leaver {
+	if it.Left {
 		return "no longer in the registry"
 	}
 	return "inactive in the registry"

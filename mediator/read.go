@@ -66,6 +66,16 @@ func (ix *index) remove(c *rapidpro.Contact) {
 	}
 }
 
+// contactFor is the contact a provider's retirement acts on: its linked
+// one, else the one with its globalid. The run reads every linked contact,
+// so a linked contact not found is gone from RapidPro.
+func (ix *index) contactFor(it *item) *rapidpro.Contact {
+	if c := ix.byUUID[it.rec.UUID]; c != nil && it.rec.UUID != "" {
+		return c
+	}
+	return ix.byKey[it.Key]
+}
+
 func globalID(c *rapidpro.Contact) string {
 	if v := c.Fields[FieldGlobalID]; v != nil {
 		return csd.NormalizeID(*v)
@@ -77,7 +87,8 @@ func globalID(c *rapidpro.Contact) string {
 // target reads the whole workspace once: RapidPro cannot filter contacts by
 // field, and a contact with a provider's globalid or phone outside the group
 // (an earlier tool's, or entered by hand) is found only by reading it. Later
-// runs read only what their linked providers need: each contact by its UUID,
+// runs read only what their linked providers need: each contact by its UUID
+// (a retiring one's included),
 // or the group when more than the lookup threshold need reading, and each
 // new phone, which RapidPro would otherwise drop on update and still answer
 // 200. A provider without a link after the scan has no contact; its create
@@ -96,9 +107,12 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 		}
 		return idx, nil
 	}
+	// A retiring worker's contact is read too: its status decides whether
+	// blocking it is this service's doing (and so may be undone), and a
+	// stopped contact must never be touched.
 	var linked []*item
 	for _, it := range work {
-		if it.action == actionSync && it.rec.UUID != "" {
+		if it.rec.UUID != "" {
 			linked = append(linked, it)
 		}
 	}
@@ -126,7 +140,7 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	looked := map[string]bool{}
 	for _, it := range linked {
 		c := idx.byUUID[it.rec.UUID]
-		if c == nil || it.readErr != nil {
+		if c == nil || it.readErr != nil || it.action != actionSync {
 			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
 		}
 		for _, u := range it.Contact.URNs {

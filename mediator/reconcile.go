@@ -26,7 +26,7 @@ func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy st
 			continue
 		}
 		inRegistry[key] = true
-		leavers = append(leavers, &item{Mapping: Mapping{EntityID: strings.TrimSpace(*c.Fields[FieldGlobalID]), Key: key, Status: csd.StatusInactive}, leaver: true})
+		leavers = append(leavers, &item{Mapping: Mapping{EntityID: strings.TrimSpace(*c.Fields[FieldGlobalID]), Key: key, Status: csd.StatusInactive, Left: true}})
 	}
 	slices.SortFunc(leavers, func(a, b *item) int { return strings.Compare(a.Key, b.Key) })
 	if err := s.records(leavers, fresh); err != nil {
@@ -38,33 +38,53 @@ func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy st
 	return append(items, leavers...), nil
 }
 
-// breaker holds back every retirement of a reconciliation that would
-// retire more than the allowed share of the managed contacts: an empty or
-// half-loaded registry looks exactly like a mass departure.
-func (s *Syncer) breaker(items []*item, idx *index, boot bootstrap, rs ReconcileSettings, confirmed bool, r *Report) {
-	managed := 0
-	for _, c := range idx.byUUID {
-		if globalID(c) != "" && inGroup(c, boot.GroupUUID) {
-			managed++
-		}
-	}
+// breakerFloor is how many retirements a run may make whatever the share,
+// so that a pilot of a few contacts can still see a worker leave; two at
+// once in a group of ten is already past the default share.
+const breakerFloor = 1
+
+// breaker holds back every retirement of a run that would retire more than
+// the allowed share of the managed contacts: an empty or half-loaded
+// registry, or a re-feed that marks half of it inactive, looks exactly like
+// a mass departure. Held providers stay pending, so every run holds them
+// (and says so) until an operator confirms. reconciled says the run read
+// the whole group, which then gives the managed count.
+func (s *Syncer) breaker(items []*item, idx *index, boot bootstrap, policy string, rs ReconcileSettings, confirmed, reconciled bool, r *Report) error {
 	var retiring []*item
 	for _, it := range items {
-		if it.action == actionRetire && it.failed == "" && (it.rec.UUID != "" || idx.byKey[it.Key] != nil) {
+		if c := idx.contactFor(it); it.action == actionRetire && it.failed == "" && c != nil && c.Status == "active" {
 			retiring = append(retiring, it)
 		}
 	}
-	if len(retiring) == 0 || confirmed || float64(len(retiring)) <= rs.maxShare()*float64(managed) {
-		return
+	emptyRegistry := reconciled && r.Providers == 0
+	if len(retiring) == 0 || confirmed || (len(retiring) <= breakerFloor && !emptyRegistry) {
+		return nil
 	}
-	why := fmt.Sprintf("this reconciliation would retire %d of the %d contacts in the group, more than the %.0f%% allowed", len(retiring), managed, 100*rs.maxShare())
-	if r.Providers == 0 {
+	managed := 0
+	if reconciled {
+		for _, c := range idx.byUUID {
+			if globalID(c) != "" && inGroup(c, boot.GroupUUID) {
+				managed++
+			}
+		}
+	} else {
+		var err error
+		if managed, err = s.opts.State.managed(digestOf("inactive", policy)); err != nil {
+			return err
+		}
+	}
+	if !emptyRegistry && float64(len(retiring)) <= rs.maxShare()*float64(managed) {
+		return nil
+	}
+	why := fmt.Sprintf("this run would retire %d of the %d contacts the service manages, more than the %.0f%% allowed", len(retiring), managed, 100*rs.maxShare())
+	if emptyRegistry {
 		why = fmt.Sprintf("the registry returned no providers, so this reconciliation would retire all %d contacts in the group", managed)
 	}
 	r.RetireHeld = len(retiring)
-	r.Breaker = why + ": none was retired; if the registry is right, run a full sync with the retirement confirmed (sync --full --confirm-retire, or POST /sync?full=true&confirm_retire=true)"
+	r.Breaker = why + ": none was retired, and each run holds them until the registry is corrected or an operator confirms (sync --confirm-retire, or POST /sync?confirm_retire=true)"
 	s.opts.Logger.Warn("circuit breaker: retirements held", "held", len(retiring), "managed", managed, "reason", why)
 	for _, it := range retiring {
 		it.action, it.held = actionNone, true
 	}
+	return nil
 }

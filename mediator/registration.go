@@ -66,7 +66,7 @@ func (r Registration) Mediator() openhim.Mediator {
 			}},
 			{Param: "reconcile", DisplayName: "Full reconciliation", Description: "Finds the workers who left the registry", Type: "struct", Template: []openhim.ConfigDef{
 				{Param: "everyHours", DisplayName: "Every (hours)", Type: "number"},
-				{Param: "maxRetireShare", DisplayName: "Most contacts one reconciliation may retire (share, e.g. 0.1)", Type: "number"},
+				{Param: "maxRetireShare", DisplayName: "Most contacts one run may retire (share, e.g. 0.1)", Type: "number"},
 			}},
 			{Param: "writeBack", DisplayName: "Write-back", Description: "Writes each contact's RapidPro UUID to its provider in OpenInfoMan", Type: "struct", Template: []openhim.ConfigDef{
 				{Param: "enabled", DisplayName: "Enabled", Type: "bool"},

@@ -144,8 +144,10 @@ func (r *Report) abort(phase string, err error) {
 // settle sets the status of a run that got to the end.
 func (r *Report) settle() {
 	r.Status = openhim.StatusSuccessful
+	// A field problem is the operator's set-up, reported by every run
+	// but not a failure of this one: it would hide those that are.
 	if r.Deferred > 0 || r.Pending > 0 || r.Rejected > 0 || sum(r.Failed) > 0 || r.PullIncomplete != "" ||
-		r.RetireHeld > 0 || r.WriteBackFailed > 0 || len(r.FieldProblems) > 0 {
+		r.RetireHeld > 0 || r.WriteBackFailed > 0 {
 		r.Status = openhim.StatusCompletedWithErrors
 	}
 }

@@ -85,8 +85,11 @@ func (s Settings) otherID(uuid string) csd.OtherID {
 		id.Code = DefaultWriteBackCode
 	}
 	if id.AssigningAuthorityName == "" {
-		id.AssigningAuthorityName = strings.TrimRight(s.RapidPro.URL, "/")
+		id.AssigningAuthorityName = s.RapidPro.URL
 	}
+	// Written and compared without a trailing slash, so that the carried
+	// otherID is recognised however the authority was configured.
+	id.AssigningAuthorityName = strings.TrimRight(strings.TrimSpace(id.AssigningAuthorityName), "/")
 	return id
 }
 

@@ -403,6 +403,20 @@ func eachJSON[T any](s *State, bucket []byte, what string, fn func(key string, v
 	return nil
 }
 
+// managed counts the providers linked to a contact that is not retired
+// (its digest is not inactive): the contacts this service keeps in the
+// group, as the state knows them.
+func (s *State) managed(inactiveDigest string) (int, error) {
+	n := 0
+	err := eachJSON(s, bucketProviders, "providers", func(_ string, r Record) error {
+		if r.UUID != "" && r.Digest != inactiveDigest {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
 // Outstanding counts the providers waiting for the next run and those whose
 // last outcome was a reject that still stands (a conflict, a blocked
 // contact, a refused write): while any does, no run is Successful.

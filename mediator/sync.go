@@ -199,7 +199,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	}
 	full := o.Full || s.opts.Now().Sub(dirMarks.reconciled) >= settings.Reconcile.every()
 	r.Full = full
-	targeting.Directory, err = s.pullDirectories(ctx, settings, dirMarks, r, o.DryRun || fresh)
+	targeting.Directory, err = s.pullDirectories(ctx, settings, dirMarks, r, !fresh && !(remap && o.DryRun), o.DryRun || fresh)
 	if err != nil {
 		r.abort("OpenInfoMan directories", err)
 		return r
@@ -258,7 +258,12 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 			r.abort("state", err)
 			return r
 		}
-		s.breaker(items, idx, boot, settings.Reconcile, o.ConfirmRetire, r)
+	}
+	if readErr == nil {
+		if err := s.breaker(items, idx, boot, settings.InactivePolicy, settings.Reconcile, o.ConfirmRetire, reconcile, r); err != nil {
+			r.abort("state", err)
+			return r
+		}
 	}
 
 	writes := r.startPhase("RapidPro writes", http.MethodPost, settings.RapidPro.URL, "/api/v2/contacts.json", s.opts.Now)
@@ -271,7 +276,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		w.targetKeys = append(w.targetKeys, f.Key)
 	}
 	if o.DryRun {
-		w.rp, w.state = &dryRun{Client: rp, idx: idx}, nil
+		w.rp, w.state = &dryRun{Client: rp, idx: idx, complete: scanning && readErr == nil}, nil
 	}
 	if readErr != nil {
 		w.stop(readErr)

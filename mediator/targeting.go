@@ -53,6 +53,7 @@ const (
 // Place is what is kept of a facility or organization: enough to resolve a
 // provider's references to names and to a district.
 type Place struct {
+	ID     string   `json:"i,omitempty"` // the entity id as the directory writes it
 	Name   string   `json:"n,omitempty"`
 	Parent string   `json:"p,omitempty"` // the parent organization's key
 	Orgs   []string `json:"o,omitempty"` // a facility's organization keys
@@ -60,7 +61,7 @@ type Place struct {
 }
 
 func placeOf(e *csd.Entity) Place {
-	p := Place{Name: strings.Join(strings.Fields(e.Name), " "), Parent: csd.NormalizeID(e.Parent)}
+	p := Place{ID: strings.TrimSpace(e.EntityID), Name: strings.Join(strings.Fields(e.Name), " "), Parent: csd.NormalizeID(e.Parent)}
 	for _, o := range e.Organizations {
 		if k := csd.NormalizeID(o); k != "" {
 			p.Orgs = append(p.Orgs, k)
@@ -75,7 +76,7 @@ func placeOf(e *csd.Entity) Place {
 }
 
 func (p Place) equal(o Place) bool {
-	return p.Name == o.Name && p.Parent == o.Parent && slices.Equal(p.Orgs, o.Orgs) && slices.Equal(p.Codes, o.Codes)
+	return p.ID == o.ID && p.Name == o.Name && p.Parent == o.Parent && slices.Equal(p.Orgs, o.Orgs) && slices.Equal(p.Codes, o.Codes)
 }
 
 // Directory is the facility and organization directories reduced to places,
@@ -160,7 +161,9 @@ func (t *Targeting) resolve(p *csd.Provider) (map[string]string, string) {
 			continue
 		}
 		if values[TargetFacility] == "" && values[TargetFacilityID] == "" {
-			values[TargetFacility], values[TargetFacilityID] = f.Name, strings.TrimSpace(ref)
+			// The directory's own spelling of the id, so that one facility
+			// has one facility_id however its providers wrote it.
+			values[TargetFacility], values[TargetFacilityID] = f.Name, f.ID
 			facilityOrgs = f.Orgs
 		}
 	}

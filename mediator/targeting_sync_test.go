@@ -118,8 +118,38 @@ func TestConnectathonContactsCarryTargeting(t *testing.T) {
 		"urn:uuid:0e3ba7dd-bfe3-4eb9-a510-4676f245ef46": {cadre: "Nurse Practitioner", specialty: "109-003", language: "eng"},
 	}
 	contacts := e.workspace.Contacts()
-	if len(contacts) < 4 {
-		t.Fatalf("%d contacts: %s", len(contacts), tx.RawBody)
+	// Shared phones: the first provider in registry order with each phone
+	// gets a contact, the others are URN conflicts.
+	var got []string
+	for _, c := range contacts {
+		got = append(got, field(c, "globalid"))
+	}
+	slices.Sort(got)
+	if want := []string{
+		"urn:uuid:4384c07a-86e2-40da-939b-5f7a04a73715", "urn:uuid:a97b9397-ce4e-4a57-b12a-0d46ce6f36b7", "urn:uuid:b6553152-7a90-4940-8d6a-b1017310a159",
+		"urn:uuid:c54d631b-d1be-4754-89e4-732ed73c4b50", "urn:uuid:d973d698-5b43-4340-acc9-de48d0acb376",
+	}; !slices.Equal(got, want) {
+		t.Fatalf("contacts for %v, want %v\n%s", got, want, tx.RawBody)
+	}
+	// What every provider resolves to, the four without a contact included
+	// (the Mammographer, the one with a facility, among them), from the
+	// directories the run stored.
+	dir, err := e.state.Directory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := Mapper{Country: "US", Targeting: &Targeting{Directory: dir}}
+	_, err = csd.DecodeProviders(bytes.NewReader(connectathon(t)), csd.Limits{}, func(p *csd.Provider) error {
+		m := mapper.Map(p)
+		w := wants[m.Key]
+		resolved := want{m.Targets["cadre"], m.Targets["specialty"], m.Targets["facility"], m.Targets["facility_id"], m.Language}
+		if resolved != w {
+			t.Errorf("%s resolves to %+v, want %+v", m.Key, resolved, w)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range contacts {
 		id := field(c, "globalid")
@@ -350,7 +380,7 @@ func TestCircuitBreakerHoldsMassRetirement(t *testing.T) {
 		confirmed string
 	}{
 		{name: "an empty registry", registry: nil, held: "20", why: "the registry returned no providers", confirmed: "20"},
-		{name: "three of twenty gone", registry: workers[3:], held: "3", why: "would retire 3 of the 20 contacts in the group, more than the 10% allowed", confirmed: "3"},
+		{name: "three of twenty gone", registry: workers[3:], held: "3", why: "would retire 3 of the 20 contacts the service manages, more than the 10% allowed", confirmed: "3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOptions{doc: directory(workers...)})
@@ -604,7 +634,7 @@ func TestFieldOfAnotherTypeIsReportedNotWritten(t *testing.T) {
 	e := newEnv(t, envOptions{doc: directoryWith(kakata, viaFacility)})
 	e.workspace.AddField("District", "district")
 	tx := e.trigger()
-	if p := tx.Response.Properties["field_problem_01"]; !strings.Contains(p, `field "district" is of type district`) || tx.Response.Status != openhim.StatusCompletedWithErrors {
+	if p := tx.Response.Properties["field_problem_01"]; !strings.Contains(p, `field "district" is of type district`) || tx.Response.Status != openhim.StatusSuccessful {
 		t.Fatalf("status %s, field problem %q", tx.Response.Status, p)
 	}
 	c, _ := e.contactOf(viaFacility.id)
@@ -677,5 +707,29 @@ func TestRetiredWorkerDropsOutOfSmartGroups(t *testing.T) {
 	wantProps(t, tx, map[string]string{"group_added": "1", "action_rejoin": "1"})
 	if c, _ := e.contactOf(gone.id); field(c, "district") != "Margibi" || !e.inGroup(gone.id) {
 		t.Fatalf("the returning worker: %v in %v", c.Fields, groupNames(c))
+	}
+}
+
+// An operator made WhatsApp the contact's preferred channel (first URN). A
+// phone change in the registry replaces the tel URN and must leave the
+// preferred channel alone: RapidPro takes the first URN sent as preferred.
+func TestPhoneChangeKeepsThePreferredURN(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directoryWith(kakata, viaFacility)})
+	e.trigger()
+	c, _ := e.contactOf(viaFacility.id)
+	if _, err := e.operator().UpdateContact(context.Background(), c.UUID, rapidpro.ContactWrite{
+		URNs: append([]string{"whatsapp:231777200001"}, c.URNs...),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w := viaFacility
+	w.phones, w.updated = []string{"0777 200 999"}, later
+	if err := e.registry.SetDocument(directoryWith(kakata, w)); err != nil {
+		t.Fatal(err)
+	}
+	e.next()
+	got, _ := e.contactOf(viaFacility.id)
+	if len(got.URNs) == 0 || got.URNs[0] != "whatsapp:231777200001" {
+		t.Fatalf("urns %v: the operator's preferred WhatsApp URN is no longer first", got.URNs)
 	}
 }

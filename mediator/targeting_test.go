@@ -57,7 +57,7 @@ func TestTargetingResolves(t *testing.T) {
 		{
 			name:     "through both: the provider's own organization first",
 			provider: csd.Provider{Facilities: []string{"urn:uuid:kenema-gh"}, Organizations: []string{"urn:uuid:badjia"}},
-			want:     map[string]string{"facility": "Kenema Government Hospital", "facility_id": "urn:uuid:kenema-gh", "district": "Bo"},
+			want:     map[string]string{"facility": "Kenema Government Hospital", "facility_id": "URN:UUID:KENEMA-GH", "district": "Bo"}, // the directory's spelling
 		},
 		{
 			name:     "the district organization itself",

@@ -140,6 +140,7 @@ func (w *writer) process(ctx context.Context, it *item) {
 		it.note(OutcomeSkip, it.Skipped)
 	case it.held:
 		it.note(OutcomeHeld, "retirement held by the circuit breaker")
+		w.keepPending(it, w.idx.contactFor(it).UUID)
 	case it.failed != "":
 		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
 	case len(w.idx.duplicates[it.Key]) > 0:
@@ -175,50 +176,43 @@ func (w *writer) process(ctx context.Context, it *item) {
 // retire applies the inactive policy to a provider no longer active.
 func (w *writer) retire(ctx context.Context, it *item) {
 	w.report.Inactive++
-	uuid := it.rec.UUID
-	c := w.idx.byUUID[uuid]
-	if c == nil {
-		c = w.idx.byKey[it.Key]
-	}
-	if c != nil {
-		uuid = c.UUID
-	}
-	clearFields := w.policy == InactiveRemoveFromGroup && w.targeted(c)
+	c := w.idx.contactFor(it)
+	clearFields := w.policy == InactiveRemoveFromGroup && c != nil && w.targeted(c)
 	switch {
-	case uuid == "":
+	case c == nil:
 		it.note(OutcomeUnchanged, "inactive, no contact")
-		w.done(it, "") // never had a contact: nothing to take away
-	case c != nil && w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID) && !clearFields,
-		c != nil && w.policy == InactiveBlock && c.Status == "blocked":
+		w.done(it, "") // no contact: nothing to take away
+	case c.Status == "stopped" || c.Status == "archived" || c.Status == "blocked":
+		// In no group already; never blocked by this service, so never to
+		// be unblocked by it (unblocking clears an opt-out).
+		it.note(OutcomeUnchanged, "inactive, contact "+c.Status)
+		w.done(it, c.UUID)
+	case w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID) && !clearFields:
 		it.note(OutcomeUnchanged, "inactive, already retired")
-		w.done(it, uuid)
+		w.done(it, c.UUID)
 	case w.policy == InactiveRemoveFromGroup:
 		if clearFields {
 			// Smart groups select by these fields: a worker who left must
 			// drop out of them as well as out of the managed group.
 			// (Blocked contacts are in no group, smart or not.)
-			if _, err := w.rp.UpdateContact(ctx, uuid, rapidpro.ContactWrite{Fields: w.clearTargets()}); err != nil {
-				w.fail(it, uuid, err)
+			if _, err := w.rp.UpdateContact(ctx, c.UUID, rapidpro.ContactWrite{Fields: w.clearTargets()}); err != nil {
+				w.fail(it, c.UUID, err)
 				return
 			}
 			w.consecutive = 0
 		}
-		it.uuid = uuid
+		it.uuid = c.UUID
 		it.note(OutcomeLeave, it.leaveReason())
 		w.toRemove = append(w.toRemove, it)
 	case w.policy == InactiveBlock:
-		it.uuid = uuid
+		it.uuid = c.UUID
 		it.note(OutcomeBlock, it.leaveReason())
 		w.toBlock = append(w.toBlock, it)
 	}
 }
 
-// targeted tells whether a contact (nil: not read, so unknown) may carry a
-// targeting field value.
+// targeted tells whether a contact carries a targeting field value.
 func (w *writer) targeted(c *rapidpro.Contact) bool {
-	if c == nil {
-		return len(w.targetKeys) > 0
-	}
 	return slices.ContainsFunc(w.targetKeys, func(k string) bool { return c.Fields[k] != nil && *c.Fields[k] != "" })
 }
 
@@ -370,6 +364,9 @@ func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
 		w.reject(it, c.UUID, ReasonURNConflict, "phones held by other contacts: "+strings.Join(conflicts, ", "))
 		it.noDigest = true
 	}
+	if c.Status == "active" {
+		it.clearBlocked = true // whatever blocked it before, it is not blocked now
+	}
 	switch {
 	case c.Status == "blocked" && it.rec.Blocked && !it.noDigest:
 		// This service blocked it when the worker left: the worker is back.
@@ -426,6 +423,11 @@ func contactChange(c *rapidpro.Contact, want Contact, urns []string) (rapidpro.C
 	}
 	if !sameSet(tel, urns) {
 		change.URNs, changed = append(slices.Clone(urns), other...), true
+		if len(c.URNs) > 0 && !strings.HasPrefix(c.URNs[0], "tel:") {
+			// RapidPro prefers the first URN: an operator who put WhatsApp
+			// first keeps it first.
+			change.URNs = append(slices.Clone(other), urns...)
+		}
 	}
 	if want.Language != "" && c.Language != want.Language {
 		change.Language, changed = want.Language, true
@@ -551,7 +553,7 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 
 // done records that the provider's contact is as desired.
 func (w *writer) done(it *item, uuid string) {
-	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest, Blocked: (it.rec.Blocked || it.setBlocked) && !it.clearBlocked}
+	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest, Blocked: it.blocked()}
 	if it.noDigest {
 		rec.Digest = ""
 	} else {
@@ -561,8 +563,11 @@ func (w *writer) done(it *item, uuid string) {
 }
 
 // owner is the entity id the state keeps for the key: the first one seen.
+// A leaver knows only its contact's globalid, a lower-cased key: it never
+// claims one, or the worker's return with the registry's spelling would be
+// taken for a duplicate.
 func owner(it *item) string {
-	if it.rec.EntityID != "" {
+	if it.rec.EntityID != "" || it.Left {
 		return it.rec.EntityID
 	}
 	return strings.TrimSpace(it.EntityID)
@@ -597,7 +602,7 @@ func (w *writer) keepPending(it *item, uuid string) {
 		// Keep what was learnt, so the next run need not look for it again,
 		// and forget the digest: a write whose answer was lost may have
 		// landed, so the contact is no longer known to match it.
-		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid, Blocked: it.rec.Blocked}
+		w.progress.records[it.Key] = Record{EntityID: owner(it), UUID: uuid, Blocked: it.blocked()}
 	}
 }
 
@@ -652,7 +657,7 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 	} else {
 		it.note(OutcomeReject, reason+": "+detail)
 	}
-	rec := Record{EntityID: owner(it), UUID: uuid, Rejected: it.digest, Blocked: it.rec.Blocked}
+	rec := Record{EntityID: owner(it), UUID: uuid, Rejected: it.digest, Blocked: it.blocked()}
 	if reason == ReasonDuplicateGlobalID {
 		rec = it.rec // which of two ids owns the key is the registry's to settle
 	}

@@ -35,8 +35,11 @@ func TestContactChange(t *testing.T) {
 		{name: "globalid missing", current: current(func(c *rapidpro.Contact) { c.Fields[FieldGlobalID] = nil }), urns: want.URNs,
 			change: rapidpro.ContactWrite{Fields: map[string]*string{FieldGlobalID: strp("urn:uuid:1")}}, changed: true},
 		{name: "phone replaced, other schemes kept after it", current: current(func(c *rapidpro.Contact) {
-			c.URNs = []string{"whatsapp:231777000000", "tel:+231886000000"}
+			c.URNs = []string{"tel:+231886000000", "whatsapp:231777000000"}
 		}), urns: want.URNs, change: rapidpro.ContactWrite{URNs: []string{"tel:+231777123401", "whatsapp:231777000000"}}, changed: true},
+		{name: "phone replaced, a preferred other scheme kept first", current: current(func(c *rapidpro.Contact) {
+			c.URNs = []string{"whatsapp:231777000000", "tel:+231886000000"}
+		}), urns: want.URNs, change: rapidpro.ContactWrite{URNs: []string{"whatsapp:231777000000", "tel:+231777123401"}}, changed: true},
 		{name: "phone order is RapidPro's: the same set is no change", current: current(func(c *rapidpro.Contact) {
 			c.URNs = []string{"tel:+231886000000", "tel:+231777123401"}
 		}), urns: []string{"tel:+231777123401", "tel:+231886000000"}},

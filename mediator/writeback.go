@@ -41,10 +41,15 @@ func (s *Syncer) writeBack(ctx context.Context, settings Settings, items []*item
 	unsure := maps.Clone(todo)
 	for _, it := range items {
 		uuid := it.contactUUID
-		if !it.pulled || uuid == "" || it.Status == csd.StatusInactive || slices.Contains(it.carried, strings.ToLower(uuid)) {
+		if uuid == "" || it.Status == csd.StatusInactive || it.Left || slices.Contains(it.carried, strings.ToLower(uuid)) {
 			continue
 		}
 		todo[it.Key] = writeBack{EntityID: strings.TrimSpace(it.EntityID), UUID: uuid}
+		if !it.pulled {
+			// Left pending by an earlier run: what the provider carries was
+			// not read in this one.
+			unsure[it.Key] = todo[it.Key]
+		}
 	}
 	for _, it := range items {
 		if it.pulled {

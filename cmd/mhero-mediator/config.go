@@ -88,7 +88,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cadreNamesFile, "cadre-names", "", "SVS value set file naming the cadre codes, for registries whose providers carry codes only")
 	s.Reconcile.EveryHours = mediator.DefaultReconcileHours
 	fs.Var(hours{&s.Reconcile.EveryHours}, "reconcile-every", "time between full reconciliations, in whole `hours`: 24, 24h or 168h")
-	fs.Float64Var(&s.Reconcile.MaxRetireShare, "max-retire-share", mediator.DefaultMaxRetireShare, "largest share of the managed contacts a reconciliation retires without --confirm-retire (1: no limit)")
+	fs.Float64Var(&s.Reconcile.MaxRetireShare, "max-retire-share", mediator.DefaultMaxRetireShare, "largest share of the managed contacts one run retires without --confirm-retire (1: no limit)")
 	fs.BoolVar(&s.WriteBack.Enabled, "write-back", false, "write each contact's RapidPro UUID to its provider in OpenInfoMan (needs openinfoman-hwr)")
 	fs.StringVar(&s.WriteBack.Code, "write-back-code", mediator.DefaultWriteBackCode, "otherID code of the written-back contact UUID")
 	fs.StringVar(&s.WriteBack.Authority, "write-back-authority", "", "otherID assigningAuthorityName of the written-back contact UUID (empty: the RapidPro URL)")

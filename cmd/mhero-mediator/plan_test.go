@@ -437,7 +437,8 @@ func TestSnapshotWorkspace(t *testing.T) {
 }
 
 // sync --full makes the run a full reconciliation whatever the schedule,
-// and --confirm-retire lets it past the circuit breaker.
+// and --confirm-retire lets it past the circuit breaker. Held retirements
+// stay pending, so every run holds them until one is confirmed.
 func TestSyncFullConfirmRetire(t *testing.T) {
 	registry, err := csdFileRegistry(planProviders, "Providers")
 	if err != nil {
@@ -460,7 +461,7 @@ func TestSyncFullConfirmRetire(t *testing.T) {
 		left  int // contacts that left the group
 	}{
 		{"first run: full, as the state is new", nil, true, 2, 0},
-		{"next run: not due", nil, false, 0, 0},
+		{"next run: not due, the held ones still held", nil, false, 2, 0},
 		{"--full", []string{"--full"}, true, 2, 0},
 		{"--full --confirm-retire", []string{"--full", "--confirm-retire"}, true, 0, 2},
 		{"--full once they left", []string{"--full"}, true, 0, 0},

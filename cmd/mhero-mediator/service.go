@@ -250,7 +250,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 // runFlags are the flags that choose the kind of run, for sync and plan.
 func runFlags(fs *flag.FlagSet, o *mediator.RunOptions) {
 	fs.BoolVar(&o.Full, "full", false, "make this run a full reconciliation: compare the whole registry with the managed group, so the workers who left it are retired")
-	fs.BoolVar(&o.ConfirmRetire, "confirm-retire", false, "let this run's reconciliation retire more contacts than --max-retire-share allows: the registry is right")
+	fs.BoolVar(&o.ConfirmRetire, "confirm-retire", false, "let this run retire more contacts than --max-retire-share allows: the registry is right")
 }
 
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
