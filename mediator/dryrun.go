@@ -17,8 +17,23 @@ import (
 type dryRun struct {
 	*rapidpro.Client
 	idx      *index
-	complete bool // idx holds the whole workspace (the run scanned it)
+	complete bool            // idx holds the whole workspace (the run scanned it)
+	touched  map[string]bool // contacts the plan has updated: RapidPro still shows them as they were
 	created  int
+}
+
+// Contacts reads from RapidPro, showing a contact the plan has updated as
+// the plan left it (and only if it still matches).
+func (d *dryRun) Contacts(ctx context.Context, q rapidpro.ContactQuery, fn func(rapidpro.Contact) error) error {
+	return d.Client.Contacts(ctx, q, func(c rapidpro.Contact) error {
+		if planned := d.idx.byUUID[c.UUID]; d.touched[c.UUID] && planned != nil {
+			if q.URN != "" && !slices.Contains(planned.URNs, q.URN) {
+				return nil
+			}
+			c = *planned
+		}
+		return fn(c)
+	})
 }
 
 func (d *dryRun) CreateContact(ctx context.Context, w rapidpro.ContactWrite) (rapidpro.Contact, error) {
@@ -77,6 +92,10 @@ func (d *dryRun) UpdateContact(_ context.Context, uuid string, w rapidpro.Contac
 		c.Fields = map[string]*string{}
 	}
 	maps.Copy(c.Fields, w.Fields)
+	if d.touched == nil {
+		d.touched = map[string]bool{}
+	}
+	d.touched[uuid] = true
 	return c, nil
 }
 

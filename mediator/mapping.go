@@ -54,8 +54,11 @@ type Mapping struct {
 	Language string            `json:",omitempty"`
 	// Left marks a worker the registry no longer has, found by a
 	// reconciliation from their contact: only the key is known.
-	Left     bool `json:",omitempty"`
-	Problems []string
+	Left bool `json:",omitempty"`
+	// RetireConfirmed marks a retirement an operator let past the circuit
+	// breaker: a run that defers it does not hold it again.
+	RetireConfirmed bool `json:",omitempty"`
+	Problems        []string
 }
 
 // Mapper turns providers into contacts. Country is the ISO 3166-1 alpha-2

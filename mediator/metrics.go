@@ -67,7 +67,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "mhero_openhim_heartbeat_failures_total", Help: "Heartbeats or registrations OpenHIM did not accept.",
 		}),
 		retireHeld: f.NewGauge(prometheus.GaugeOpts{
-			Name: "mhero_sync_retirements_held", Help: "Retirements the circuit breaker held back in the last full reconciliation; above 0 needs an operator.",
+			Name: "mhero_sync_retirements_held", Help: "Retirements the circuit breaker held back in the last run; above 0 needs an operator.",
 		}),
 		lastReconcile: f.NewGauge(prometheus.GaugeOpts{
 			Name: "mhero_sync_last_reconciliation_timestamp_seconds", Help: "When the last full reconciliation that compared the whole registry with the group started.",
@@ -105,8 +105,10 @@ func (m *Metrics) observe(r *Report) {
 	if !r.Watermark.IsZero() {
 		m.lastSuccess.Set(float64(r.Started.Unix()))
 	}
-	if r.Reconciled {
+	if r.Err == nil {
 		m.retireHeld.Set(float64(r.RetireHeld))
+	}
+	if r.Reconciled {
 		m.lastReconcile.Set(float64(r.Started.Unix()))
 	}
 	m.writeBacks.WithLabelValues("written").Add(float64(r.WrittenBack))

@@ -59,3 +59,45 @@ func TestPlanUsesStoredOrganizationsWhenFacilitiesNeverPulled(t *testing.T) {
 		t.Fatalf("the plan said %v (%+v), the sync did %v", actionCounts(plan), planOf(t, plan), actionCounts(sync))
 	}
 }
+
+// A phone handed from one worker to a new one in the same delta: the plan's
+// check of the new worker's phone must see the first worker's contact as
+// the plan has already updated it, not as RapidPro still holds it.
+func TestPlanPhoneHandedOnToANewWorker(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a := hw{id: "urn:uuid:a", name: "Ama", phones: []string{"0777 100 001"}}
+	e.setDirectory(a)
+	e.trigger()
+	a.phones, a.updated = []string{"0886 100 009"}, later
+	e.setDirectory(a, hw{id: "urn:uuid:n", name: "New", phones: []string{"0777 100 001"}, updated: later})
+	plan := e.triggerWith("dry_run=true")
+	e.clock.Advance(-3600e9)
+	if sync := e.triggerWith(""); !maps.Equal(actionCounts(plan), actionCounts(sync)) {
+		t.Fatalf("plan %v, sync %v", actionCounts(plan), actionCounts(sync))
+	}
+}
+
+// A misspelt option is refused rather than ignored: ?dry-run=true must not
+// run a real sync.
+func TestSyncRefusesUnknownOptions(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directory(staff(2)...)})
+	for _, q := range []string{"dry-run=true", "dryrun=true", "confirm-retire=true", "full=yes"} {
+		req, err := http.NewRequest(http.MethodPost, e.server.URL+"/sync?"+q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(testSyncUser, testSyncPass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("?%s: %s %s", q, resp.Status, body)
+		}
+	}
+	if n := len(e.workspace.Requests()); n != 0 {
+		t.Fatalf("refused triggers made %d RapidPro requests", n)
+	}
+}

@@ -33,6 +33,7 @@ func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy st
 		return nil, err
 	}
 	for _, it := range leavers {
+		it.retryRejected = true // a reconciliation tries a refused retirement again
 		it.decide(policy)
 	}
 	return append(items, leavers...), nil
@@ -47,17 +48,36 @@ const breakerFloor = 1
 // the allowed share of the managed contacts: an empty or half-loaded
 // registry, or a re-feed that marks half of it inactive, looks exactly like
 // a mass departure. Held providers stay pending, so every run holds them
-// (and says so) until an operator confirms. reconciled says the run read
-// the whole group, which then gives the managed count.
-func (s *Syncer) breaker(items []*item, idx *index, boot bootstrap, policy string, rs ReconcileSettings, confirmed, reconciled bool, r *Report) error {
-	var retiring []*item
+// (and says so) until an operator confirms; a confirmed retirement is not
+// weighed again if a later run finishes it. Workers an earlier
+// reconciliation found gone are judged only by a reconciliation, which sees
+// the whole registry (reconciled: this run read all of it and the group).
+func (s *Syncer) breaker(items []*item, idx *index, boot bootstrap, policy string, targetKeys []string, rs ReconcileSettings, confirmed, reconciled bool, r *Report) error {
+	var retiring, waiting []*item
 	for _, it := range items {
-		if c := idx.contactFor(it); it.action == actionRetire && it.failed == "" && c != nil && c.Status == "active" {
+		switch c := idx.contactFor(it); {
+		case it.action != actionRetire || it.failed != "" || it.RetireConfirmed:
+		case it.Left && !reconciled:
+			waiting = append(waiting, it)
+		case c != nil && wouldRetire(c, policy, boot.GroupUUID, targetKeys):
 			retiring = append(retiring, it)
 		}
 	}
+	if len(waiting) > 0 {
+		hold(waiting, idx, r)
+		r.Breaker = fmt.Sprintf("%d workers an earlier reconciliation found gone from the registry wait for the next full reconciliation, which retires them if they are still gone (and confirmed) or holds them again", len(waiting))
+	}
 	emptyRegistry := reconciled && r.Providers == 0
-	if len(retiring) == 0 || confirmed || (len(retiring) <= breakerFloor && !emptyRegistry) {
+	if confirmed {
+		for _, it := range retiring {
+			it.RetireConfirmed = true
+		}
+		return nil
+	}
+	// The waiting leavers are weighed with the rest: held together, they
+	// are not let through one at a time.
+	n := len(retiring) + len(waiting)
+	if len(retiring) == 0 || (n <= breakerFloor && !emptyRegistry) {
 		return nil
 	}
 	managed := 0
@@ -73,18 +93,28 @@ func (s *Syncer) breaker(items []*item, idx *index, boot bootstrap, policy strin
 			return err
 		}
 	}
-	if !emptyRegistry && float64(len(retiring)) <= rs.maxShare()*float64(managed) {
+	if !emptyRegistry && float64(n) <= rs.maxShare()*float64(managed) {
 		return nil
 	}
-	why := fmt.Sprintf("this run would retire %d of the %d contacts the service manages, more than the %.0f%% allowed", len(retiring), managed, 100*rs.maxShare())
+	why := fmt.Sprintf("this run would retire %d of the %d contacts the service manages, more than the %.0f%% allowed", n, managed, 100*rs.maxShare())
 	if emptyRegistry {
 		why = fmt.Sprintf("the registry returned no providers, so this reconciliation would retire all %d contacts in the group", managed)
 	}
-	r.RetireHeld = len(retiring)
-	r.Breaker = why + ": none was retired, and each run holds them until the registry is corrected or an operator confirms (sync --confirm-retire, or POST /sync?confirm_retire=true)"
+	hold(retiring, idx, r)
+	r.Breaker = why + ": none was retired, and each run holds them until the registry is corrected or an operator confirms (sync --confirm-retire, or POST /sync?confirm_retire=true, which also makes the run a full reconciliation)"
 	s.opts.Logger.Warn("circuit breaker: retirements held", "held", len(retiring), "managed", managed, "reason", why)
-	for _, it := range retiring {
-		it.action, it.held = actionNone, true
-	}
 	return nil
+}
+
+// hold keeps retirements back: their providers stay pending.
+func hold(items []*item, idx *index, r *Report) {
+	for _, it := range items {
+		it.action, it.held = actionNone, true
+		if c := idx.contactFor(it); c != nil {
+			it.uuid = c.UUID
+		} else {
+			it.uuid = it.rec.UUID
+		}
+	}
+	r.RetireHeld += len(items)
 }

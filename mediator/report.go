@@ -256,7 +256,7 @@ func (r *Report) OpenHIM(mediatorURN string) openhim.Response {
 		props["dry_run"] = "a plan: nothing was written"
 		// The counts cover every provider; OpenHIM stores the body, so the
 		// lines are bounded.
-		body["plan"] = r.Plan[:min(len(r.Plan), maxPlanLines)]
+		body["plan"] = append([]PlanLine{}, r.Plan[:min(len(r.Plan), maxPlanLines)]...) // [] when empty, never null
 		if n := len(r.Plan) - maxPlanLines; n > 0 {
 			body["plan_truncated"] = fmt.Sprintf("%d more providers not listed; the action_ counts cover them", n)
 		}

@@ -141,7 +141,14 @@ func (s *Server) handleSync(c echo.Context) error {
 // reconciliation past the circuit breaker.
 func runOptions(c echo.Context) (RunOptions, error) {
 	var o RunOptions
-	for name, into := range map[string]*bool{"full": &o.Full, "dry_run": &o.DryRun, "confirm_retire": &o.ConfirmRetire} {
+	known := map[string]*bool{"full": &o.Full, "dry_run": &o.DryRun, "confirm_retire": &o.ConfirmRetire}
+	for name := range c.QueryParams() {
+		if known[name] == nil {
+			// A misspelt dry_run must not run a real sync.
+			return o, fmt.Errorf("unknown query parameter %q (known: full, dry_run, confirm_retire)", name)
+		}
+	}
+	for name, into := range known {
 		v := c.QueryParam(name)
 		if v == "" {
 			continue

@@ -80,15 +80,16 @@ const DefaultWriteBackCode = "rapidpro_contact_id"
 
 // otherID is the identifier written back for a contact of this workspace.
 func (s Settings) otherID(uuid string) csd.OtherID {
-	id := csd.OtherID{Code: s.WriteBack.Code, AssigningAuthorityName: s.WriteBack.Authority, Value: uuid}
+	// Written and compared trimmed, and the authority without a trailing
+	// slash, so that the carried otherID is recognised however they were
+	// typed.
+	id := csd.OtherID{Code: strings.TrimSpace(s.WriteBack.Code), AssigningAuthorityName: strings.TrimSpace(s.WriteBack.Authority), Value: uuid}
 	if id.Code == "" {
 		id.Code = DefaultWriteBackCode
 	}
 	if id.AssigningAuthorityName == "" {
 		id.AssigningAuthorityName = s.RapidPro.URL
 	}
-	// Written and compared without a trailing slash, so that the carried
-	// otherID is recognised however the authority was configured.
 	id.AssigningAuthorityName = strings.TrimRight(strings.TrimSpace(id.AssigningAuthorityName), "/")
 	return id
 }

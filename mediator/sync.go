@@ -130,9 +130,9 @@ type RunOptions struct {
 	// do, per provider, writing nothing to RapidPro, OpenInfoMan or the
 	// state.
 	DryRun bool
-	// ConfirmRetire lets a reconciliation retire more contacts than the
-	// circuit breaker allows: an operator's confirmation that the registry
-	// is right.
+	// ConfirmRetire lets a run retire more contacts than the circuit
+	// breaker allows: an operator's confirmation that the registry is
+	// right. It makes the run a full reconciliation.
 	ConfirmRetire bool
 }
 
@@ -146,6 +146,9 @@ func (s *Syncer) RunWith(ctx context.Context, o RunOptions) (*Report, error) {
 		return nil, ErrRunInProgress
 	}
 	defer s.running.Unlock()
+	// A confirmation is given for what the whole registry shows, so the run
+	// compares all of it with the group.
+	o.Full = o.Full || o.ConfirmRetire
 	if o.DryRun {
 		r := s.run(ctx, o)
 		s.opts.Logger.Info("sync plan made", r.logAttrs()...)
@@ -260,7 +263,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 	}
 	if readErr == nil {
-		if err := s.breaker(items, idx, boot, settings.InactivePolicy, settings.Reconcile, o.ConfirmRetire, reconcile, r); err != nil {
+		if err := s.breaker(items, idx, boot, settings.InactivePolicy, targeting.keys(), settings.Reconcile, o.ConfirmRetire, reconcile, r); err != nil {
 			r.abort("state", err)
 			return r
 		}
@@ -270,10 +273,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	w := &writer{
 		rp: rp, groupUUID: boot.GroupUUID, idx: idx, report: r, phase: writes, logger: s.opts.Logger,
 		state: s.opts.State, progress: newProgress(), policy: settings.InactivePolicy,
-		maxConsecutive: s.opts.MaxConsecutiveFailures,
-	}
-	for _, f := range targeting.fieldKeys() {
-		w.targetKeys = append(w.targetKeys, f.Key)
+		maxConsecutive: s.opts.MaxConsecutiveFailures, targetKeys: targeting.keys(),
 	}
 	if o.DryRun {
 		w.rp, w.state = &dryRun{Client: rp, idx: idx, complete: scanning && readErr == nil}, nil
@@ -301,6 +301,14 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	}
 	r.planLines(items)
 	if o.DryRun {
+		// What stands in the state counts as for a sync, so that the plan's
+		// status is the one the sync would report.
+		if !fresh {
+			if r.Pending, r.Rejected, err = s.opts.State.Outstanding(); err != nil {
+				r.abort("state", err)
+				return r
+			}
+		}
 		r.settle()
 		return r
 	}
@@ -529,7 +537,7 @@ func rejectDuplicateKeys(items []*item) {
 	for _, it := range items {
 		id := strings.TrimSpace(it.EntityID)
 		switch owner := it.rec.EntityID; {
-		case it.Key == "":
+		case it.Key == "" || it.Left: // a leaver's id is its contact's lower-cased globalid
 		case owner != "" && owner != id:
 			it.failed = ReasonDuplicateGlobalID
 			it.failedDetail = fmt.Sprintf("the key %s already belongs to the registry's %s", it.Key, owner)

@@ -137,6 +137,15 @@ func (t *Targeting) fieldKeys() []FieldSpec {
 	return out
 }
 
+// keys lists the RapidPro keys of the targeting fields written.
+func (t *Targeting) keys() []string {
+	var out []string
+	for _, f := range t.fieldKeys() {
+		out = append(out, f.Key)
+	}
+	return out
+}
+
 func (t *Targeting) count(kind string) {
 	if t.Counts == nil {
 		t.Counts = map[string]int{}
@@ -393,6 +402,10 @@ func fieldNameProblem(label string) string {
 		return "may hold only letters, digits, hyphens and spaces"
 	case slices.Contains([]string{"has", "is", "fields", "urns", "created_on", "last_seen_on"}, rapidpro.FieldKey(label)):
 		return "gives a key RapidPro reserves"
+	case slices.Contains([]string{"id", "uuid", "name", "language", "group", "urn", "tel"}, rapidpro.FieldKey(label)):
+		// RapidPro's contact search reads these as the contact's own
+		// attributes: officials could not select by such a field.
+		return "gives a key RapidPro's contact search reads as a contact attribute"
 	case rapidpro.FieldKey(label) == "" || rapidpro.FieldKey(label)[0] < 'a' || rapidpro.FieldKey(label)[0] > 'z':
 		return "must start with a letter"
 	}

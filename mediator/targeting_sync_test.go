@@ -516,6 +516,9 @@ func TestPlanIsWhatSyncDoes(t *testing.T) {
 			if !maps.Equal(actionCounts(sync), actionCounts(plan)) {
 				t.Fatalf("the plan said %v, the sync did %v\nplan: %+v", actionCounts(plan), actionCounts(sync), lines)
 			}
+			if plan.Status != sync.Status {
+				t.Fatalf("the plan's status %q, the sync's %q", plan.Status, sync.Status)
+			}
 			if !tc.first && len(actionCounts(plan)) < 5 {
 				t.Fatalf("the scenario exercises too few actions: %v", actionCounts(plan))
 			}
@@ -537,8 +540,12 @@ func (l *loseUpdateAnswers) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 // otherIDs reads the served document and returns each provider's RapidPro
-// otherIDs.
-func (e *env) otherIDs() map[string][]csd.OtherID {
+// otherIDs with the default code.
+func (e *env) otherIDs() map[string][]csd.OtherID { return e.otherIDsWithCode(DefaultWriteBackCode) }
+
+// otherIDsWithCode returns each provider's otherIDs whose code, trimmed, is
+// code.
+func (e *env) otherIDsWithCode(code string) map[string][]csd.OtherID {
 	e.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, e.registry.URL()+"/CSD/getDirectory/Providers", nil)
 	if err != nil {
@@ -553,7 +560,7 @@ func (e *env) otherIDs() map[string][]csd.OtherID {
 	out := map[string][]csd.OtherID{}
 	_, err = csd.DecodeProviders(resp.Body, csd.Limits{}, func(p *csd.Provider) error {
 		for _, id := range p.OtherIDs {
-			if id.Code == DefaultWriteBackCode {
+			if strings.TrimSpace(id.Code) == code {
 				out[p.Key()] = append(out[p.Key()], id)
 			}
 		}

@@ -152,6 +152,7 @@ func TestTargetingSettings(t *testing.T) {
 		{name: "an unknown field", fields: map[string]FieldSpec{"region": {Label: "Region"}}, problem: "is not one of"},
 		{name: "a label RapidPro refuses", fields: map[string]FieldSpec{"cadre": {Label: "Cadre (HR)"}}, problem: "letters, digits"},
 		{name: "a reserved key", fields: map[string]FieldSpec{"cadre": {Label: "Created On"}}, problem: "reserves"},
+		{name: "a key search reads as an attribute", fields: map[string]FieldSpec{"cadre": {Label: "Name"}}, problem: "contact attribute"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

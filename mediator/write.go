@@ -140,7 +140,7 @@ func (w *writer) process(ctx context.Context, it *item) {
 		it.note(OutcomeSkip, it.Skipped)
 	case it.held:
 		it.note(OutcomeHeld, "retirement held by the circuit breaker")
-		w.keepPending(it, w.idx.contactFor(it).UUID)
+		w.keepPending(it, it.uuid)
 	case it.failed != "":
 		w.reject(it, it.rec.UUID, it.failed, it.failedDetail)
 	case len(w.idx.duplicates[it.Key]) > 0:
@@ -177,21 +177,20 @@ func (w *writer) process(ctx context.Context, it *item) {
 func (w *writer) retire(ctx context.Context, it *item) {
 	w.report.Inactive++
 	c := w.idx.contactFor(it)
-	clearFields := w.policy == InactiveRemoveFromGroup && c != nil && w.targeted(c)
 	switch {
 	case c == nil:
 		it.note(OutcomeUnchanged, "inactive, no contact")
 		w.done(it, "") // no contact: nothing to take away
-	case c.Status == "stopped" || c.Status == "archived" || c.Status == "blocked":
+	case c.Status != "active":
 		// In no group already; never blocked by this service, so never to
 		// be unblocked by it (unblocking clears an opt-out).
 		it.note(OutcomeUnchanged, "inactive, contact "+c.Status)
 		w.done(it, c.UUID)
-	case w.policy == InactiveRemoveFromGroup && !inGroup(c, w.groupUUID) && !clearFields:
+	case !wouldRetire(c, w.policy, w.groupUUID, w.targetKeys):
 		it.note(OutcomeUnchanged, "inactive, already retired")
 		w.done(it, c.UUID)
 	case w.policy == InactiveRemoveFromGroup:
-		if clearFields {
+		if targeted(c, w.targetKeys) {
 			// Smart groups select by these fields: a worker who left must
 			// drop out of them as well as out of the managed group.
 			// (Blocked contacts are in no group, smart or not.)
@@ -211,9 +210,24 @@ func (w *writer) retire(ctx context.Context, it *item) {
 	}
 }
 
+// wouldRetire tells whether retiring under policy would change an active
+// contact: it is in the group, or (removed from the group) still carries a
+// targeting field a smart group could select it by.
+func wouldRetire(c *rapidpro.Contact, policy, groupUUID string, targetKeys []string) bool {
+	switch {
+	case c.Status != "active":
+		return false
+	case policy == InactiveBlock:
+		return true
+	case policy == InactiveRemoveFromGroup:
+		return inGroup(c, groupUUID) || targeted(c, targetKeys)
+	}
+	return false
+}
+
 // targeted tells whether a contact carries a targeting field value.
-func (w *writer) targeted(c *rapidpro.Contact) bool {
-	return slices.ContainsFunc(w.targetKeys, func(k string) bool { return c.Fields[k] != nil && *c.Fields[k] != "" })
+func targeted(c *rapidpro.Contact, targetKeys []string) bool {
+	return slices.ContainsFunc(targetKeys, func(k string) bool { return c.Fields[k] != nil && *c.Fields[k] != "" })
 }
 
 // clearTargets is an update's fields that empties every targeting field.
@@ -228,7 +242,13 @@ func (w *writer) clearTargets() map[string]*string {
 // knownUUID is the contact the run found for the provider, if any, so that
 // a deferred provider keeps what the workspace read taught.
 func (w *writer) knownUUID(it *item) string {
-	if c := w.contactOf(it); c != nil {
+	c := w.contactOf(it)
+	if it.action == actionRetire || it.held {
+		// A retirement acts on its own contact only, never on one that
+		// merely has the phone.
+		c = w.idx.contactFor(it)
+	}
+	if c != nil {
 		return c.UUID
 	}
 	return it.rec.UUID
@@ -267,6 +287,9 @@ func (w *writer) sync(ctx context.Context, it *item) {
 		return
 	}
 	if len(free) == 0 {
+		if c != nil && c.Status == "active" {
+			it.clearBlocked = true
+		}
 		w.report.URNConflicts += len(taken)
 		w.reject(it, uuidOf(c), ReasonURNConflict, "every phone belongs to another contact: "+strings.Join(taken, ", "))
 		return
@@ -359,13 +382,13 @@ func (w *writer) lookUp(ctx context.Context, urns []string) error {
 // it is rejected when a phone is held elsewhere or the contact is blocked,
 // and otherwise joins the group (or is done if it is in it).
 func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
+	if c.Status == "active" {
+		it.clearBlocked = true // whatever blocked it before, it is not blocked now
+	}
 	if len(conflicts) > 0 {
 		w.report.URNConflicts += len(conflicts)
 		w.reject(it, c.UUID, ReasonURNConflict, "phones held by other contacts: "+strings.Join(conflicts, ", "))
 		it.noDigest = true
-	}
-	if c.Status == "active" {
-		it.clearBlocked = true // whatever blocked it before, it is not blocked now
 	}
 	switch {
 	case c.Status == "blocked" && it.rec.Blocked && !it.noDigest:

@@ -44,3 +44,20 @@ func TestWriteBackAuthorityWithTrailingSlashIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// A code typed with a stray space (through the console, say) is written and
+// recognised trimmed: a full sync adds no second otherID.
+func TestWriteBackCodeWithSpaceIsIdempotent(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directory(staff(2)...), tune: func(s *Settings) { s.WriteBack.Enabled, s.WriteBack.Code = true, "mhero_contact " }})
+	e.trigger()
+	e.triggerWith("full=true")
+	ids := e.otherIDsWithCode("mhero_contact")
+	for key, got := range ids {
+		if len(got) != 1 {
+			t.Errorf("%s carries %+v", key, got)
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("%d providers carry the otherID", len(ids))
+	}
+}

@@ -94,7 +94,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.WriteBack.Authority, "write-back-authority", "", "otherID assigningAuthorityName of the written-back contact UUID (empty: the RapidPro URL)")
 	fs.IntVar(&c.rapidProRate, "rapidpro-rate", 3600, "RapidPro requests per hour per rate scope (0: no client-side limit)")
 	fs.DurationVar(&c.rapidProRetryAfterCap, "rapidpro-retry-after-cap", time.Minute, "longest RapidPro Retry-After waited on in a run; longer defers the rest to the next run")
-	fs.IntVar(&c.lookupThreshold, "lookup-threshold", 100, "changed providers above which a run reads the whole group instead of looking contacts up one by one")
+	fs.IntVar(&c.lookupThreshold, "lookup-threshold", 100, "linked contacts to read above which a run may read the whole group (when that takes fewer requests) instead of one by one")
 	fs.StringVar(&c.stateFile, "state-file", "mhero-state.db", "file keeping the watermark and contact links between runs")
 	fs.DurationVar(&c.syncTimeout, "sync-timeout", 55*time.Minute, "longest a sync run may take")
 	fs.DurationVar(&c.watermarkMargin, "watermark-margin", 5*time.Minute, "overlap between runs, against clock skew with OpenInfoMan")

@@ -23,7 +23,7 @@ Usage:
   mhero-mediator demo [--serve]           run the whole path on fixtures, with nothing else installed
   mhero-mediator map [--country CC] FILE  map a CSD document to RapidPro contacts and targeting fields, offline
 
-Every flag can also be set by an environment variable: --rapidpro-token is MHERO_RAPIDPRO_TOKEN.
+Every flag but --full and --confirm-retire can also be set by an environment variable: --rapidpro-token is MHERO_RAPIDPRO_TOKEN.
 Run 'mhero-mediator COMMAND -h' for a command's flags.
 `
 
@@ -85,7 +85,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] || err != nil || commandLineOnly[f.Name] {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
@@ -96,6 +96,11 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	})
 	return err
 }
+
+// commandLineOnly are flags for one run, never taken from the environment:
+// a confirmation left in a cron job's environment would let every run past
+// the circuit breaker.
+var commandLineOnly = map[string]bool{"confirm-retire": true, "full": true}
 
 func envName(flagName string) string {
 	b := []byte("MHERO_" + flagName)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/openhie/mhero-mediator/mediator"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -196,6 +198,20 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	}
 	if cfg.settings.OpenInfoMan.PageSize != 100 {
 		t.Errorf("page size = %d, want the command line to win over the environment", cfg.settings.OpenInfoMan.PageSize)
+	}
+
+	// A confirmation is for one run, given by a person: never from the
+	// environment, where a cron job would keep it.
+	t.Setenv("MHERO_CONFIRM_RETIRE", "true")
+	t.Setenv("MHERO_FULL", "true")
+	fs = flag.NewFlagSet("sync", flag.ContinueOnError)
+	var o mediator.RunOptions
+	runFlags(fs, &o)
+	if err := parseFlags(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if o.ConfirmRetire || o.Full {
+		t.Fatalf("run options %+v taken from the environment", o)
 	}
 
 	t.Setenv("MHERO_PORT", "eighty")
