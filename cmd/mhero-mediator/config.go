@@ -19,8 +19,10 @@ import (
 
 // version is the version registered with OpenHIM; raise it whenever the
 // registration (endpoints, channel, configDefs) changes, or a core that
-// already knows the service keeps the old one.
-const version = "1.1.0"
+// already knows the service keeps the old one. A var, so that a build can
+// stamp it: go build -ldflags "-X main.version=1.2.0" (SemVer: core refuses
+// others).
+var version = "1.1.0"
 
 // config is everything serve, sync and demo are configured with.
 type config struct {
