@@ -94,18 +94,26 @@ func NewServer(opts ServerOptions) *Server {
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c echo.Context) error {
 		if !s.ready.Load() {
-			return c.String(http.StatusServiceUnavailable, "not registered with OpenHIM yet\n")
+			return c.String(http.StatusServiceUnavailable, notReady)
 		}
 		return c.String(http.StatusOK, "ready\n")
 	})
 	return s
 }
 
-// SetReady marks the service ready (or not) for /readyz.
+// notReady is the answer before the service is registered with OpenHIM and
+// has applied the console's config.
+const notReady = "not ready: not yet registered with OpenHIM, or its console config not yet applied; the next poll runs the sync\n"
+
+// SetReady marks the service ready (or not) for /readyz and /sync.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
 func (s *Server) handleSync(c echo.Context) error {
 	req := c.Request()
+	if !s.ready.Load() {
+		// Core records the refusal; its next poll runs the sync.
+		return c.String(http.StatusServiceUnavailable, notReady)
+	}
 	log := s.opts.Logger.With("transaction", req.Header.Get("X-OpenHIM-TransactionID"), "channel", req.Header.Get("channel-id"))
 
 	s.runs.Add(1)

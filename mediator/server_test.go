@@ -48,8 +48,21 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	if code, _ := get(t, e.server.URL+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d", code)
 	}
+	e.srv.SetReady(false) // as serve starts, before registering with OpenHIM
 	if code, _ := get(t, e.server.URL+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before registration %d, want 503", code)
+	}
+	// A poll that comes first is refused with the reason, and runs nothing.
+	req, _ := http.NewRequest(http.MethodGet, e.server.URL+"/sync", nil)
+	req.SetBasicAuth(testSyncUser, testSyncPass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "not yet registered with OpenHIM") || len(e.workspace.Requests()) != 0 {
+		t.Errorf("/sync before registration: %s %s", resp.Status, body)
 	}
 	e.srv.SetReady(true)
 	if code, _ := get(t, e.server.URL+"/readyz"); code != http.StatusOK {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -194,4 +195,40 @@ func (s Settings) ConsoleConfig() map[string]any {
 		"reconcile": map[string]any{"everyHours": s.Reconcile.EveryHours, "maxRetireShare": s.Reconcile.MaxRetireShare},
 		"writeBack": map[string]any{"enabled": s.WriteBack.Enabled, "code": s.WriteBack.Code, "authority": s.WriteBack.Authority},
 	}
+}
+
+// changedKeys names, as dotted paths of the console config ("rapidpro.group"),
+// the settings that differ between s and next.
+func (s Settings) changedKeys(next Settings) []string {
+	var a, b map[string]any
+	for _, v := range []struct {
+		from Settings
+		into *map[string]any
+	}{{s, &a}, {next, &b}} {
+		data, _ := json.Marshal(v.from) // plain data: cannot fail
+		_ = json.Unmarshal(data, v.into)
+	}
+	var changed []string
+	var walk func(prefix string, a, b map[string]any)
+	walk = func(prefix string, a, b map[string]any) {
+		keys := map[string]bool{}
+		for k := range a {
+			keys[k] = true
+		}
+		for k := range b {
+			keys[k] = true
+		}
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			am, aok := a[k].(map[string]any)
+			bm, bok := b[k].(map[string]any)
+			switch {
+			case aok && bok:
+				walk(prefix+k+".", am, bm)
+			case !reflect.DeepEqual(a[k], b[k]):
+				changed = append(changed, prefix+k)
+			}
+		}
+	}
+	walk("", a, b)
+	return changed
 }

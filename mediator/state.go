@@ -32,6 +32,9 @@ var (
 	keyMapping      = []byte("mapping")
 	keyReresolve    = []byte("reresolve")
 	keyReconciled   = []byte("reconciled")
+	// keyConsoleConfig is the last config the OpenHIM console delivered,
+	// applied at start so that a run before the first heartbeat follows it.
+	keyConsoleConfig = []byte("console_config")
 )
 
 // bucketContactsV1 is where the first release kept bare key → UUID links;
@@ -657,3 +660,18 @@ func (s *State) setWriteBack(key string, wb *writeBack) error {
 	}
 	return nil
 }
+
+// ConsoleConfig is the last config object the OpenHIM console delivered, nil
+// before the first.
+func (s *State) ConsoleConfig() (json.RawMessage, error) {
+	data, err := s.get(keyConsoleConfig)
+	if err != nil || data == nil {
+		return nil, err
+	}
+	return json.RawMessage(data), nil
+}
+
+// SetConsoleConfig keeps the config object the console delivered. The
+// state file is the operator's (mode 0600): passwords typed in the console
+// are kept there as core keeps them.
+func (s *State) SetConsoleConfig(raw json.RawMessage) error { return s.put(keyConsoleConfig, raw) }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,5 +130,46 @@ func TestOpenStateCopy(t *testing.T) {
 	defer st.Close()
 	if wm, _ := st.Watermark(); !wm.Equal(when) {
 		t.Fatalf("a change to the copy reached the file: watermark %v", wm)
+	}
+}
+
+// The console's config names what it changed (never the values) and is kept
+// in the state, so a restarted service starts from it.
+func TestApplyConsoleConfigNamesChangesAndKeepsIt(t *testing.T) {
+	st, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	base := Settings{
+		OpenInfoMan:    OpenInfoManSettings{URL: "http://oim:8984", Document: "Providers", PageSize: 500},
+		RapidPro:       RapidProSettings{URL: "https://rapidpro.example.org", Token: "secret-token", Group: "mHero"},
+		InactivePolicy: InactiveRemoveFromGroup,
+	}
+	s, err := NewSyncer(base, Options{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := []byte(`{"rapidpro": {"url": "https://rapidpro.example.org", "group": "mHero Console", "token": "new-secret"}, "targeting": {"districtLevel": 3}}`)
+	changed, err := s.ApplyConsoleConfig(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"rapidpro.group", "rapidpro.token", "targeting.districtLevel"}; !slices.Equal(changed, want) {
+		t.Fatalf("changed %v, want %v", changed, want)
+	}
+	if again, _ := s.ApplyConsoleConfig(raw); len(again) != 0 {
+		t.Fatalf("the same config again changed %v", again)
+	}
+
+	restarted, err := NewSyncer(base, Options{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied, err := restarted.ApplyStoredConsoleConfig(); !applied || err != nil {
+		t.Fatalf("stored config applied %v, %v", applied, err)
+	}
+	if got := restarted.Settings(); got.RapidPro.Group != "mHero Console" || got.Targeting.DistrictLevel != 3 {
+		t.Fatalf("after a restart: %+v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package mediator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -110,14 +111,34 @@ func (s *Syncer) SetSettings(next Settings) error {
 }
 
 // ApplyConsoleConfig lays a config object from the OpenHIM console over the
-// current settings.
-func (s *Syncer) ApplyConsoleConfig(raw []byte) error {
-	next, err := s.Settings().WithConsoleConfig(raw)
+// current settings and keeps it in the state, so that it applies from the
+// start after a restart. It returns the names of the settings it changed
+// (never their values: some are secrets).
+func (s *Syncer) ApplyConsoleConfig(raw []byte) ([]string, error) {
+	current := s.Settings()
+	next, err := current.WithConsoleConfig(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.settings.Store(&next)
-	return nil
+	changed := current.changedKeys(next)
+	if stored, err := s.opts.State.ConsoleConfig(); err != nil || !bytes.Equal(stored, raw) {
+		if err := errors.Join(err, s.opts.State.SetConsoleConfig(raw)); err != nil {
+			return changed, err
+		}
+	}
+	return changed, nil
+}
+
+// ApplyStoredConsoleConfig applies the console config the state kept from
+// an earlier run of the service, if any, and tells whether there was one.
+func (s *Syncer) ApplyStoredConsoleConfig() (bool, error) {
+	raw, err := s.opts.State.ConsoleConfig()
+	if err != nil || raw == nil {
+		return false, err
+	}
+	_, err = s.ApplyConsoleConfig(raw)
+	return err == nil, err
 }
 
 // RunOptions say what kind of run a trigger asks for.

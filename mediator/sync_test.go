@@ -124,6 +124,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 	srv := NewServer(ServerOptions{Syncer: syncer, Metrics: metrics, MediatorURN: testURN, Username: testSyncUser, Password: testSyncPass})
+	srv.SetReady(true) // as serve does once registered and configured
 	server := httptest.NewServer(srv.Echo)
 	t.Cleanup(server.Close)
 	e := &env{t: t, registry: registry, workspace: workspace, core: core, state: state, syncer: syncer, srv: srv, server: server, clock: clk, metrics: metrics}

@@ -77,6 +77,12 @@ func buildService(cfg *config, logger *slog.Logger, open func(path string) (*med
 		state.Close()
 		return nil, err
 	}
+	// The console's last word outlives a restart.
+	if applied, err := syncer.ApplyStoredConsoleConfig(); err != nil {
+		logger.Error("the OpenHIM console config kept in the state was not applied; using the flags", "err", err)
+	} else if applied {
+		logger.Info("settings from the OpenHIM console config kept in the state")
+	}
 	return &service{cfg: cfg, logger: logger, state: state, metrics: metrics, syncer: syncer, httpClients: clients}, nil
 }
 
@@ -202,15 +208,20 @@ func (s *service) heartbeater(srv *mediator.Server) (*openhim.Heartbeater, error
 		Interval: s.cfg.heartbeatInterval,
 		Tick:     s.heartbeatTick,
 		OnConfig: func(raw json.RawMessage) {
-			if err := s.syncer.ApplyConsoleConfig(raw); err != nil {
+			// Ready once registered and the console's config is applied:
+			// a run before that would use settings the console overrides.
+			defer srv.SetReady(true)
+			changed, err := s.syncer.ApplyConsoleConfig(raw)
+			switch {
+			case err != nil:
 				s.logger.Error("OpenHIM console config not applied; keeping the current settings", "err", err)
-				return
+			case len(changed) > 0:
+				// Names only: some values are secrets.
+				s.logger.Info("settings changed by the OpenHIM console", "keys", changed)
 			}
-			s.logger.Info("settings updated from the OpenHIM console")
 		},
-		OnError:      func(error) { s.metrics.HeartbeatFailures.Inc() },
-		OnRegistered: func() { srv.SetReady(true) },
-		Logger:       s.logger,
+		OnError: func(error) { s.metrics.HeartbeatFailures.Inc() },
+		Logger:  s.logger,
 	}, nil
 }
 
