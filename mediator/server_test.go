@@ -72,7 +72,15 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	e.trigger()
 	_, metrics := get(t, e.server.URL+"/metrics")
 	for _, want := range []string{
-		`mhero_sync_runs_total{result="Completed with error(s)"} 1`,
+		`mhero_sync_runs_total{result="completed_with_errors"} 1`,
+		`mhero_sync_runs_total{result="failed"} 0`, // pre-initialised
+		`mhero_sync_outstanding_providers{kind="rejected"} 2`,
+		`mhero_sync_providers_total{outcome="deferred"} 0`,
+		`mhero_sync_urn_conflicts_total 1`,
+		`mhero_upstream_request_duration_seconds_count{system="rapidpro"}`,
+		`mhero_upstream_transport_errors_total{class="refused",system="openinfoman"} 0`,
+		`mhero_rapidpro_throttle_wait_seconds_total{scope="v2.contacts"} 0`,
+		`mhero_rapidpro_retry_after_seconds_count{scope="v2"} 0`,
 		`mhero_sync_contacts_written_total{action="created"} 16`,
 		`mhero_sync_contacts_written_total{action="updated"} 0`,
 		`mhero_sync_providers_skipped_total{reason="no_phone"} 1`,

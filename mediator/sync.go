@@ -94,6 +94,10 @@ func NewSyncer(settings Settings, opts Options) (*Syncer, error) {
 	if err := s.SetSettings(settings); err != nil {
 		return nil, err
 	}
+	// A restart is not a stale sync: the gauge starts from the state.
+	if wm, err := opts.State.Watermark(); err == nil {
+		opts.Metrics.SeedLastSuccess(wm)
+	}
 	return s, nil
 }
 
@@ -393,6 +397,8 @@ func (s *Syncer) rapidProClient(settings RapidProSettings) (*rapidpro.Client, er
 		RatePerHour:   s.opts.RapidProRatePerHour,
 		Now:           s.opts.Now,
 		Logger:        s.opts.Logger,
+		OnWait:        s.opts.Metrics.ObserveThrottleWait,
+		OnRetryAfter:  s.opts.Metrics.ObserveRetryAfter,
 	})
 	if err != nil {
 		return nil, err

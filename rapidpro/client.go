@@ -57,6 +57,12 @@ type Config struct {
 	Now func() time.Time
 
 	Logger *slog.Logger // nil = discard
+
+	// OnWait, when set, hears how long a call waited for its rate scope
+	// (the client's budget or a 429's pause) before it was sent; OnRetryAfter
+	// hears each Retry-After RapidPro answered. For metrics.
+	OnWait       func(scope string, waited time.Duration)
+	OnRetryAfter func(scope string, after time.Duration)
 }
 
 // Client calls one RapidPro workspace. It is safe for concurrent use.
@@ -69,6 +75,8 @@ type Client struct {
 	waitMax       time.Duration
 	retryAfterCap time.Duration
 	log           *slog.Logger
+	onWait        func(string, time.Duration)
+	onRetryAfter  func(string, time.Duration)
 	scopes        map[string]*scope
 	sent          atomic.Int64 // requests sent on the wire, every attempt
 }
@@ -127,6 +135,8 @@ func New(cfg Config) (*Client, error) {
 		waitMax:       cfg.RetryWaitMax,
 		retryAfterCap: cfg.RetryAfterCap,
 		log:           cfg.Logger,
+		onWait:        cfg.OnWait,
+		onRetryAfter:  cfg.OnRetryAfter,
 	}
 	c.http = ownHTTPClient(cfg.HTTPClient)
 	switch {
@@ -413,7 +423,11 @@ func redirectError(resp *http.Response) error {
 // waitScope waits for the request's scope, turning a pause too long to sleep
 // on, or a cancelled wait, into an error raised before sending.
 func (c *Client) waitScope(ctx context.Context, sc *scope, req request) error {
+	began := time.Now()
 	left, err := sc.wait(ctx, c.retryAfterCap)
+	if waited := time.Since(began); c.onWait != nil && waited >= time.Millisecond {
+		c.onWait(sc.name, waited)
+	}
 	switch {
 	case err != nil:
 		return &Error{Method: req.method, Endpoint: req.endpoint, Kind: KindTransport, Err: err, unsent: true}
@@ -473,6 +487,9 @@ func (c *Client) checkRetry(mode retryMode, sc *scope) retryablehttp.CheckRetry 
 			if ok {
 				sc.pause(d) // the budget is the workspace's: hold back every caller
 				c.log.Warn("rapidpro throttled", slog.String("scope", sc.name), slog.Duration("retry_after", d))
+				if c.onRetryAfter != nil {
+					c.onRetryAfter(sc.name, d)
+				}
 			}
 			return !ok || d <= c.retryAfterCap, nil
 		case http.StatusServiceUnavailable:

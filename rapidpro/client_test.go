@@ -896,3 +896,35 @@ func TestRedirectIsAnError(t *testing.T) {
 		t.Fatalf("error %+v", e)
 	}
 }
+
+// The rate hooks hear each Retry-After RapidPro answers and each wait for
+// the scope's budget, for metrics.
+func TestRateHooks(t *testing.T) {
+	var afters []time.Duration
+	var waited time.Duration
+	s := newSetup(t, rapidprotest.Options{}, func(c *rapidpro.Config) {
+		c.RetryAfterCap = 100 * time.Millisecond
+		c.RatePerHour = 3600 * 50 // one request every 20 ms
+		c.OnRetryAfter = func(scope string, d time.Duration) {
+			if scope == "v2.contacts" {
+				afters = append(afters, d)
+			}
+		}
+		c.OnWait = func(_ string, d time.Duration) { waited += d }
+	})
+	s.srv.Inject(rapidprotest.Fault{Path: contactsPath, Status: 429, RetryAfter: 812 * time.Second})
+	ctx := context.Background()
+	_, err := s.c.CreateContact(ctx, rapidpro.ContactWrite{Name: "A", URNs: []string{"tel:+231777123456"}})
+	wantKind(t, err, rapidpro.KindThrottled)
+	if len(afters) != 1 || afters[0] != 812*time.Second {
+		t.Fatalf("Retry-After heard %v, want [812s]", afters)
+	}
+	for range 3 { // paced by the budget: the calls after the first wait
+		if _, _, err := s.c.GroupByName(ctx, "mHero"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if waited < 10*time.Millisecond {
+		t.Fatalf("waits heard %v, want the budget's pacing", waited)
+	}
+}
