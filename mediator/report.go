@@ -82,6 +82,8 @@ type Report struct {
 	Rejects []Reject
 	Phases  []*Phase
 	Err     error // why the run failed, when it did
+
+	meter *progressMeter // the operator's live view of the run, if any
 }
 
 // PlanLine is what a run does, or a dry run would do, for one provider.
@@ -123,12 +125,13 @@ type Phase struct {
 }
 
 func newReport(started time.Time) *Report {
-	return &Report{Started: started, Skipped: map[string]int{}, Failed: map[string]int{}}
+	return &Report{Started: started, Skipped: map[string]int{}, Failed: map[string]int{}, meter: &progressMeter{}}
 }
 
 func (r *Report) startPhase(name, method, baseURL, path string, now func() time.Time) *Phase {
 	ph := &Phase{Name: name, Method: method, BaseURL: baseURL, Path: path, Started: now().UTC()}
 	r.Phases = append(r.Phases, ph)
+	r.meter.phase.Store(name)
 	return ph
 }
 

@@ -89,6 +89,16 @@ func NewServer(opts ServerOptions) *Server {
 		triggers.POST(path, s.handleSync)
 	}
 
+	// The operator's view: never a setting's value, so not behind the
+	// trigger's credentials, like /metrics.
+	e.GET("/status", func(c echo.Context) error {
+		st, err := s.opts.Syncer.Status()
+		if err != nil {
+			return echo.NewHTTPError(http.StatusInternalServerError, err.Error())
+		}
+		return c.JSONPretty(http.StatusOK, st, "  ")
+	})
+
 	reg := opts.Metrics.Registry
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })

@@ -2,6 +2,7 @@ package mediator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -133,5 +134,44 @@ func TestShutdownStopsARunCleanly(t *testing.T) {
 	}
 	if wm, _ := e.state.Watermark(); !wm.IsZero() {
 		t.Fatal("a stopped run advanced the watermark")
+	}
+}
+
+// GET /status shows the run going on, then the runs done and where the
+// state stands, and never a secret.
+func TestStatusShowsRunsAndState(t *testing.T) {
+	gate := &gateTransport{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, envOptions{rapidProHTTP: &http.Client{Transport: gate}})
+	done := make(chan openhimtest.Transaction)
+	go func() { done <- e.trigger() }()
+	<-gate.entered // the run's first RapidPro request is held
+
+	status := func() (Status, string) {
+		t.Helper()
+		code, body := get(t, e.server.URL+"/status")
+		if code != http.StatusOK {
+			t.Fatalf("/status %d: %s", code, body)
+		}
+		for _, secret := range []string{testToken, testOIMPass, testSyncPass} {
+			if strings.Contains(body, secret) {
+				t.Fatalf("/status carries a secret: %s", body)
+			}
+		}
+		var st Status
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st, body
+	}
+	during, body := status()
+	if during.Current == nil || during.Current.Phase != "RapidPro setup" || len(during.Runs) != 0 {
+		t.Fatalf("during the run: %s", body)
+	}
+	close(gate.release)
+	<-done
+	after, body := status()
+	if after.Current != nil || len(after.Runs) != 1 || after.Runs[0].Counts["created"] != "16" || after.State.Watermark.IsZero() ||
+		after.State.Rejected != 2 || after.State.Providers == 0 || after.State.TargetFingerprint == "" {
+		t.Fatalf("after the run: %s", body)
 	}
 }

@@ -675,3 +675,13 @@ func (s *State) ConsoleConfig() (json.RawMessage, error) {
 // state file is the operator's (mode 0600): passwords typed in the console
 // are kept there as core keeps them.
 func (s *State) SetConsoleConfig(raw json.RawMessage) error { return s.put(keyConsoleConfig, raw) }
+
+// count is how many keys a bucket holds.
+func (s *State) count(bucket []byte) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucket).Stats().KeyN
+		return nil
+	})
+	return n, err
+}

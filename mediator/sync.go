@@ -65,6 +65,10 @@ type Syncer struct {
 	rpMu       sync.Mutex
 	rpSettings RapidProSettings
 	rpClient   *rapidpro.Client
+
+	// For the operator's view: the last runs and the one going on.
+	history  history
+	progress atomic.Pointer[progressMeter]
 }
 
 // NewSyncer checks the settings and returns a Syncer ready to run.
@@ -174,6 +178,13 @@ func (s *Syncer) RunWith(ctx context.Context, o RunOptions) (*Report, error) {
 	// A confirmation is given for what the whole registry shows, so the run
 	// compares all of it with the group.
 	o.Full = o.Full || o.ConfirmRetire
+	meter := &progressMeter{started: s.opts.Now().UTC()}
+	if dl, ok := ctx.Deadline(); ok {
+		meter.deadline = dl
+	}
+	s.progress.Store(meter)
+	defer s.progress.Store(nil)
+	ctx = withMeter(ctx, meter)
 	if o.DryRun {
 		r := s.run(ctx, o)
 		s.opts.Logger.Info("sync plan made", r.logAttrs()...)
@@ -183,6 +194,7 @@ func (s *Syncer) RunWith(ctx context.Context, o RunOptions) (*Report, error) {
 	defer s.opts.Metrics.inProgress.Set(0)
 
 	r := s.run(ctx, o)
+	s.history.add(r)
 	s.opts.Metrics.observe(r)
 	s.opts.Logger.Info("sync run finished", r.logAttrs()...)
 	return r, nil
@@ -192,6 +204,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	settings := s.Settings()
 	r := newReport(s.opts.Now().UTC())
 	r.DryRun = o.DryRun
+	r.meter = meterOf(ctx)
 	defer func() { r.Finished = s.opts.Now().UTC() }()
 
 	rp, err := s.rapidProClient(settings.RapidPro)
@@ -313,6 +326,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 	}
 	before := rp.Sent()
+	r.meter.toWrite.Store(int64(len(items)))
 	err = w.run(ctx, items)
 	writes.Requests = int(rp.Sent() - before)
 	if w.bootstrapStale && !o.DryRun {
@@ -436,6 +450,7 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, mapper Mapper, r *
 		"/CSD/csr/"+oim.Document+"/careServicesRequest/"+csd.ProviderSearch, s.opts.Now)
 	var items []*item
 	stats, err := s.oimClient(oim, oim.Document).Providers(ctx, csd.ProviderQuery{UpdatedSince: r.Since}, func(p *csd.Provider) error {
+		r.meter.providers.Add(1)
 		it := &item{Mapping: mapper.Map(p), pulled: true}
 		if settings.WriteBack.Enabled {
 			it.carried = carriedIDs(p, settings.otherID(""))

@@ -90,6 +90,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 		} else {
 			w.process(ctx, it)
 		}
+		w.report.meter.processed.Add(1)
 		if err := w.flush(false); err != nil {
 			return err
 		}
