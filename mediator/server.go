@@ -32,11 +32,24 @@ type ServerOptions struct {
 	// since OpenHIM may hang up first.
 	SyncTimeout time.Duration
 	Logger      *slog.Logger
+	// SeparateOps serves /metrics and /status on Server.Ops, for a listen
+	// address of their own, instead of beside /sync.
+	SeparateOps bool
 }
+
+// Limits of what the server accepts: a trigger carries no body worth more
+// than a kilobyte, and a slow client must not hold a connection open.
+const (
+	maxRequestBody    = "64K"
+	readHeaderTimeout = 10 * time.Second
+)
 
 // Server is the mediator's HTTP face.
 type Server struct {
-	Echo  *echo.Echo
+	Echo *echo.Echo
+	// Ops serves /metrics and /status when ServerOptions.SeparateOps is
+	// set; otherwise it is Echo.
+	Ops   *echo.Echo
 	opts  ServerOptions
 	ready atomic.Bool
 
@@ -56,22 +69,20 @@ func NewServer(opts ServerOptions) *Server {
 	if opts.SyncTimeout <= 0 {
 		opts.SyncTimeout = time.Hour
 	}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Use(middleware.Recover())
-	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
-		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogError: true, HandleError: true,
-		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
-			level := slog.LevelDebug
-			if v.URI != "/metrics" && v.URI != "/healthz" && v.URI != "/readyz" {
-				level = slog.LevelInfo
-			}
-			opts.Logger.Log(context.Background(), level, "request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "err", v.Error)
-			return nil
-		},
-	}))
-
-	s := &Server{Echo: e, opts: opts}
+	newEcho := func() *echo.Echo {
+		e := echo.New()
+		e.HideBanner, e.HidePort = true, true
+		e.Server.ReadHeaderTimeout = readHeaderTimeout
+		e.Use(middleware.Recover())
+		e.Use(middleware.BodyLimit(maxRequestBody))
+		e.Use(requestLogger(opts.Logger))
+		return e
+	}
+	e := newEcho()
+	s := &Server{Echo: e, Ops: e, opts: opts}
+	if opts.SeparateOps {
+		s.Ops = newEcho()
+	}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 
 	triggers := e.Group("")
@@ -91,7 +102,7 @@ func NewServer(opts ServerOptions) *Server {
 
 	// The operator's view: never a setting's value, so not behind the
 	// trigger's credentials, like /metrics.
-	e.GET("/status", func(c echo.Context) error {
+	s.Ops.GET("/status", func(c echo.Context) error {
 		st, err := s.opts.Syncer.Status()
 		if err != nil {
 			return echo.NewHTTPError(http.StatusInternalServerError, err.Error())
@@ -100,7 +111,7 @@ func NewServer(opts ServerOptions) *Server {
 	})
 
 	reg := opts.Metrics.Registry
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
+	s.Ops.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c echo.Context) error {
 		if !s.ready.Load() {
@@ -199,14 +210,39 @@ func inProgressResponse(urn string) openhim.Response {
 // then cancels it and waits for it to record what it did.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.Echo.Shutdown(ctx)
+	if s.Ops != s.Echo {
+		err = errors.Join(err, s.Ops.Shutdown(ctx))
+	}
 	done := make(chan struct{})
 	go func() { s.runs.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// The grace is over: the run is cut, its work left pending for the
+		// next run and its answer recorded as such. That is the shutdown
+		// working, not failing.
 		s.cancelRun()
 		<-done
+		s.opts.Logger.Warn("shutdown: a sync run was cut; the next run finishes its work")
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			err = nil
+		}
 	}
 	s.cancelRun()
 	return err
+}
+
+// requestLogger logs every request, the probes and scrapes at debug level.
+func requestLogger(logger *slog.Logger) echo.MiddlewareFunc {
+	return middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogError: true, HandleError: true,
+		LogValuesFunc: func(_ echo.Context, v middleware.RequestLoggerValues) error {
+			level := slog.LevelDebug
+			if v.URI != "/metrics" && v.URI != "/healthz" && v.URI != "/readyz" && v.URI != "/status" {
+				level = slog.LevelInfo
+			}
+			logger.Log(context.Background(), level, "request", "method", v.Method, "uri", v.URI, "status", v.Status, "latency", v.Latency, "err", v.Error)
+			return nil
+		},
+	})
 }

@@ -3,9 +3,12 @@ package mediator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +176,75 @@ func TestStatusShowsRunsAndState(t *testing.T) {
 	if after.Current != nil || len(after.Runs) != 1 || after.Runs[0].Counts["created"] != "16" || after.State.Watermark.IsZero() ||
 		after.State.Rejected != 2 || after.State.Providers == 0 || after.State.TargetFingerprint == "" {
 		t.Fatalf("after the run: %s", body)
+	}
+}
+
+// The server refuses oversized bodies, and with SeparateOps serves /metrics
+// and /status only on its own listener.
+func TestServerLimitsAndSeparateOps(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	req, _ := http.NewRequest(http.MethodPost, e.server.URL+"/sync", strings.NewReader(strings.Repeat("x", 1<<20)))
+	req.SetBasicAuth(testSyncUser, testSyncPass)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || len(e.workspace.Requests()) != 0 {
+		t.Fatalf("a 1 MiB trigger: %s", resp.Status)
+	}
+
+	split := NewServer(ServerOptions{Syncer: e.syncer, Metrics: e.metrics, SeparateOps: true})
+	main, ops := httptest.NewServer(split.Echo), httptest.NewServer(split.Ops)
+	defer main.Close()
+	defer ops.Close()
+	for _, path := range []string{"/metrics", "/status"} {
+		if code, _ := get(t, main.URL+path); code != http.StatusNotFound {
+			t.Errorf("%s on the main listener: %d", path, code)
+		}
+		if code, _ := get(t, ops.URL+path); code != http.StatusOK {
+			t.Errorf("%s on the ops listener: %d", path, code)
+		}
+	}
+	if split.Echo.Server.ReadHeaderTimeout == 0 || split.Ops.Server.ReadHeaderTimeout == 0 {
+		t.Fatal("no ReadHeaderTimeout")
+	}
+}
+
+// A shutdown whose grace is shorter than the run cuts the run, which
+// leaves its work pending, and ends without an error: the service exits 0.
+func TestShutdownCutsALongRunWithoutError(t *testing.T) {
+	gate := &gateTransport{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, envOptions{rapidProHTTP: &http.Client{Transport: gate}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.srv.Echo.Server.Serve(ln) }()
+	answered := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/sync", nil)
+		req.SetBasicAuth(testSyncUser, testSyncPass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	<-gate.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("a shutdown that cut a run: %v", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatal(err)
+	}
+	<-answered
+	if wm, _ := e.state.Watermark(); !wm.IsZero() {
+		t.Fatal("a cut run advanced the watermark")
 	}
 }

@@ -36,6 +36,7 @@ type config struct {
 	watermarkMargin       time.Duration
 
 	bind                string
+	opsAddr             string
 	port                int
 	publicHost          string
 	syncUsername        string
@@ -102,6 +103,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.watermarkMargin, "watermark-margin", 5*time.Minute, "overlap between runs, against clock skew with OpenInfoMan")
 
 	fs.StringVar(&c.bind, "bind", "", "address to listen on (empty: all interfaces)")
+	fs.StringVar(&c.opsAddr, "ops-addr", "", "host:port serving /metrics and /status apart from /sync (empty: beside /sync)")
 	fs.IntVar(&c.port, "port", 8544, "port to listen on, and the port registered with OpenHIM")
 	fs.StringVar(&c.publicHost, "public-host", defaultHostname(), "host name OpenHIM calls this service on")
 	fs.StringVar(&c.syncUsername, "sync-username", "", "Basic auth user OpenHIM must send to /sync (empty: no auth)")

@@ -131,10 +131,24 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 		Password:    s.cfg.syncPassword,
 		SyncTimeout: s.cfg.syncTimeout,
 		Logger:      s.logger,
+		SeparateOps: s.cfg.opsAddr != "",
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.bind, strconv.Itoa(s.cfg.port)))
 	if err != nil {
 		return err
+	}
+	if s.cfg.opsAddr != "" {
+		opsLn, err := net.Listen("tcp", s.cfg.opsAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.logger.Info("serving /metrics and /status apart", "addr", opsLn.Addr().String())
+		go func() {
+			if err := srv.Ops.Server.Serve(opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.logger.Error("the /metrics and /status listener stopped", "err", err)
+			}
+		}()
 	}
 	s.logger.Info("listening", "addr", ln.Addr().String(), "advertised", fmt.Sprintf("http://%s:%d/sync", s.cfg.publicHost, s.cfg.port))
 	served := make(chan error, 1)
