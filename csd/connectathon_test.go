@@ -2,17 +2,12 @@ package csd_test
 
 import (
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"testing"
 
 	"github.com/openhie/mhero-mediator/csd"
 )
-
-// connectathonDir holds the IHE Connectathon 2015 documents copied from
-// openhie/openinfoman (see its README.md).
-const connectathonDir = "../testdata/connectathon"
 
 // connectathonEntity is what the test expects of one facility or
 // organization, as the document says it.
@@ -50,7 +45,7 @@ var (
 
 func openConnectathon(t *testing.T, name string) *os.File {
 	t.Helper()
-	f, err := os.Open(filepath.Join(connectathonDir, name))
+	f, err := os.Open(connectathonPath(name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,12 +12,26 @@ import (
 	"github.com/openhie/mhero-mediator/csd"
 )
 
-// corpusDir holds the real CSD documents of the shared corpus; the repository
-// sits beside shared/, two levels up from this package.
-const corpusDir = "../../shared/csd-corpus"
+// corpusDir holds the real CSD documents the tests read, copied into the
+// repository with their origin and licence (see its README.md).
+const corpusDir = "../testdata/csd-corpus"
 
-// corpusFiles lists the XML files (schema included) of the corpus, skipping the test when the
-// corpus is not checked out next to the repository.
+// corpusDocuments are the documents checkCorpusDocument asserts on by name;
+// each must be in the corpus, so that losing one fails rather than narrows
+// the test.
+var corpusDocuments = []string{
+	"openinfoman/service_directories/providers.xml",
+	"openinfoman/service_directories/CSD-Providers-Connectathon-20150120.xml",
+	"openinfoman/service_directories/CSD-Providers-Connectathon-20131227.xml",
+	"openinfoman/service_directories/CSD-Providers-Connectathon-20131201draft.xml",
+	"openhim-mediator-mhero/rapidproCSDAdapter.csdProvider.fragment.xml",
+	"openhim-mediator-mhero/rapidproCSDAdapter.csdProviderMultiName.fragment.xml",
+	"openhim-mediator-mhero/rapidproCSDAdapter.csdProviderNoTel.fragment.xml",
+	"openhim-mediator-mhero/test-csd-server.response.xml",
+}
+
+// corpusFiles lists the XML files (schema included) of the corpus. A missing
+// corpus, or a missing document of corpusDocuments, fails the test.
 func corpusFiles(t testing.TB) []string {
 	t.Helper()
 	var files []string
@@ -27,13 +41,25 @@ func corpusFiles(t testing.TB) []string {
 		}
 		return err
 	})
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("corpus %s not found", corpusDir)
-	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("corpus %s: %v", corpusDir, err)
+	}
+	for _, doc := range corpusDocuments {
+		if _, err := os.Stat(filepath.Join(corpusDir, doc)); err != nil {
+			t.Errorf("corpus document missing: %v", err)
+		}
 	}
 	return files
+}
+
+// connectathonPath is where a Connectathon 2015 document of the corpus
+// lives: value sets under svs/, directories under service_directories/.
+func connectathonPath(name string) string {
+	dir := "service_directories"
+	if strings.HasSuffix(name, "Code.xml") {
+		dir = "svs"
+	}
+	return filepath.Join(corpusDir, "openinfoman", dir, name)
 }
 
 // notDirectories are corpus files that are valid XML but not CSD directories:

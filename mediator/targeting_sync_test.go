@@ -79,7 +79,7 @@ func field(c rapidpro.Contact, key string) string {
 func connectathon(t *testing.T) []byte {
 	t.Helper()
 	read := func(name string) string {
-		b, err := os.ReadFile("../testdata/connectathon/" + name)
+		b, err := os.ReadFile("../testdata/csd-corpus/openinfoman/service_directories/" + name)
 		if err != nil {
 			t.Fatal(err)
 		}

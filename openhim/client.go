@@ -17,8 +17,8 @@ import (
 // ContentType marks a mediator response that core's router unpacks.
 const ContentType = "application/json+openhim"
 
-// Transaction statuses a mediator may set (§1.6). Core stores the exact
-// spelling.
+// Transaction statuses a mediator may set (docs/protocols.md, Mediator
+// response). Core stores the exact spelling.
 const (
 	StatusProcessing          = "Processing"
 	StatusPendingAsync        = "Pending Async" // core v8 channels with isAsynchronousProcess
@@ -124,7 +124,8 @@ func (c *Client) send(ctx context.Context, method, path string, payload []byte, 
 		return 0, nil, fmt.Errorf("openhim: %s %s: %w", method, path, err)
 	}
 	if payload != nil {
-		// Without it core parses the body as {} (§1.3).
+		// Without it core parses the body as {} (docs/protocols.md,
+		// Registration).
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json, text/plain, */*")
@@ -220,7 +221,8 @@ func heartbeatConfig(body []byte) (json.RawMessage, error) {
 }
 
 // PutTransaction completes a transaction asynchronously (PUT
-// /transactions/:id, §1.8), after checking r the way core's schema would:
+// /transactions/:id; docs/protocols.md, Asynchronous completion), after
+// checking r the way core's schema would:
 // core discards an invalid update with only a log line.
 func (c *Client) PutTransaction(ctx context.Context, id string, r Response) error {
 	if err := r.Validate(); err != nil {

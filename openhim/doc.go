@@ -4,5 +4,5 @@
 // response format a mediator returns to core's router.
 //
 // The behaviour follows core's source (jembi/openhim-core-js) as summarised in
-// the project's protocol reference, section 1.
+// docs/protocols.md, OpenHIM core.
 package openhim

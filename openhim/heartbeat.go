@@ -16,8 +16,9 @@ const (
 	DefaultConfigEvery       = 30
 )
 
-// Heartbeater keeps the mediator registered and alive in core (§1.4) and
-// delivers console config. Set the exported fields, then call Run once.
+// Heartbeater keeps the mediator registered and alive in core and delivers
+// console config (docs/protocols.md, Heartbeat). Set the exported fields,
+// then call Run once.
 type Heartbeater struct {
 	Client   *Client
 	Mediator Mediator

@@ -50,7 +50,7 @@ func registerAt(t *testing.T, core *openhimtest.Core, serverURL string) {
 	}
 }
 
-// mheroMediator is a realistic registration: the example of §1.3.
+// mheroMediator is a realistic registration (docs/protocols.md, Registration).
 func mheroMediator() openhim.Mediator {
 	return openhim.Mediator{
 		URN:         testURN,

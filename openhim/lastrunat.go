@@ -14,7 +14,7 @@ const jsDateLayout = "Mon Jan 02 2006 15:04:05 GMT-0700"
 // sends: a JavaScript Date string in core's timezone such as
 // "Wed May 01 2024 06:20:00 GMT+0000 (Coordinated Universal Time)". RFC 3339
 // is accepted too. The header is roughly the start of the current run, so it
-// must not serve as a change watermark (§1.7).
+// must not serve as a change watermark (docs/protocols.md, Polling channels).
 func ParseLastRunAt(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {

@@ -11,7 +11,8 @@ import (
 	"github.com/openhie/mhero-mediator/openhim/internal/semver"
 )
 
-// Mediator is the registration document for POST /mediators (§1.3).
+// Mediator is the registration document for POST /mediators
+// (docs/protocols.md, Registration).
 type Mediator struct {
 	URN                  string         `json:"urn"`
 	Version              string         `json:"version"`
@@ -52,7 +53,8 @@ type Channel struct {
 	Routes          []Route  `json:"routes,omitempty"`
 }
 
-// ConfigDef describes one console-editable config parameter (§1.5).
+// ConfigDef describes one console-editable config parameter
+// (docs/protocols.md, Mediator config).
 type ConfigDef struct {
 	Param       string      `json:"param"`
 	DisplayName string      `json:"displayName,omitempty"`
@@ -69,11 +71,11 @@ const (
 	maxPort             = 65536
 )
 
-// Validate runs the checks core runs on a registration (§1.3, messages as
-// core words them), plus those core's /channels runs when a default channel
-// is installed: a polling channel needs a schedule, timeout 1..3600000 ms,
-// and each channel exactly one enabled primary route. All problems found are
-// joined.
+// Validate runs the checks core runs on a registration (docs/protocols.md,
+// Registration; messages as core words them), plus those core's /channels
+// runs when a default channel is installed: a polling channel needs a
+// schedule, timeout 1..3600000 ms, and each channel exactly one enabled
+// primary route. All problems found are joined.
 func (m Mediator) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -186,7 +188,8 @@ func validateConfigDefs(defs []ConfigDef) error {
 
 // ValidateConfig checks a config object against its definitions the way core
 // does on registration and on the console's PUT /mediators/:urn/config: every
-// key needs a definition and a value of the right JSON type (§1.5). Missing
+// key needs a definition and a value of the right JSON type
+// (docs/protocols.md, Mediator config). Missing
 // keys are fine; struct members are not type-checked, as in core. Use it also
 // on config received in a heartbeat before swapping it in.
 func ValidateConfig(defs []ConfigDef, config map[string]any) error {

@@ -11,7 +11,8 @@ import (
 )
 
 // Response is the application/json+openhim body a mediator returns to core's
-// router, and the body of PUT /transactions/:id (§1.6, §1.8).
+// router, and the body of PUT /transactions/:id (docs/protocols.md, Mediator
+// response and Asynchronous completion).
 type Response struct {
 	MediatorURN    string            `json:"x-mediator-urn"`
 	Status         string            `json:"status,omitempty"`

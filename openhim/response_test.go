@@ -15,7 +15,8 @@ import (
 
 var runStart = time.Date(2024, 5, 1, 6, 20, 0, 15_000_000, time.UTC)
 
-// syncResponse is the mediator response of §1.6.
+// syncResponse is a mediator response of a sync run (docs/protocols.md,
+// Mediator response).
 func syncResponse() openhim.Response {
 	return openhim.Response{
 		MediatorURN: testURN,

@@ -13,7 +13,7 @@ import (
 )
 
 // TLSConfig builds the TLS settings for calls to core's management API, in
-// one of three modes (§1.1):
+// one of three modes (docs/protocols.md, TLS to the management API):
 //   - caFile: trust the PEM certificates in that file (plus normal hostname
 //     checks). Core's bundled certificate has no SANs, so this only works for
 //     it when dialling "localhost".

@@ -227,10 +227,14 @@ func classifyValidation(fields map[string][]string) ErrorKind {
 			invalidURN = true
 		}
 	}
-	// A GET or upsert with a bad ?urn= answers {"detail": "Invalid URN: …"}.
-	for _, msg := range fields["detail"] {
-		if strings.HasPrefix(strings.ToLower(msg), "invalid urn") {
-			invalidURN = true
+	// A ?urn= that does not parse answers {"detail": "Invalid URN: …"}; an
+	// upsert whose ?urn= parses but fails validation (tel:123) answers under
+	// non_field_errors (docs/protocols.md, Corrections).
+	for _, key := range []string{"detail", "non_field_errors"} {
+		for _, msg := range fields[key] {
+			if strings.HasPrefix(strings.ToLower(msg), "invalid urn") {
+				invalidURN = true
+			}
 		}
 	}
 	for _, msg := range fields["fields"] {

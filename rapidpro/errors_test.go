@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Bodies as recorded in protocols.md §3.6.
+// Bodies as RapidPro writes them (docs/protocols.md, Error bodies and
+// Corrections).
 func TestParseError(t *testing.T) {
 	retryAfter := func(v string) http.Header { return http.Header{"Retry-After": {v}} }
 	tests := []struct {
@@ -32,6 +33,8 @@ func TestParseError(t *testing.T) {
 			KindInvalidURN, map[string][]string{"urns": {"Invalid URN: 1234556789. Ensure phone numbers contain country codes."}}, 0},
 		{"invalid urn in a query", 400, nil, `{"detail": "Invalid URN: 12"}`,
 			KindInvalidURN, map[string][]string{"detail": {"Invalid URN: 12"}}, 0},
+		{"invalid urn in an upsert's query", 400, nil, `{"non_field_errors": ["Invalid URN: tel:123. Ensure phone numbers contain country codes."]}`,
+			KindInvalidURN, map[string][]string{"non_field_errors": {"Invalid URN: tel:123. Ensure phone numbers contain country codes."}}, 0},
 		{"unknown field", 400, nil, `{"fields": ["Invalid contact field key: xyz"]}`,
 			KindUnknownField, map[string][]string{"fields": {"Invalid contact field key: xyz"}}, 0},
 		{"null character in a field", 400, nil, `{"fields": {"facility": ["Null characters are not allowed."]}}`,

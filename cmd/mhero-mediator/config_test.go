@@ -144,7 +144,7 @@ func TestTargetingFlags(t *testing.T) {
 // --cadre-names names the cadre codes of a registry that carries codes
 // only; a file that is not a value set stops the start.
 func TestCadreNamesFlag(t *testing.T) {
-	cfg := testConfig(t, "", "--cadre-names", "../../testdata/connectathon/1.3.6.1.4.1.21367.200.105-providerTypeCode.xml")
+	cfg := testConfig(t, "", "--cadre-names", providerTypeCodes)
 	names, err := cfg.cadreNames()
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,8 @@ import (
 	"github.com/openhie/mhero-mediator/openhim/openhimtest"
 )
 
-const corpus = "../../../shared/csd-corpus"
+// corpus holds the real CSD documents the tests read (see its README.md).
+const corpus = "../../testdata/csd-corpus"
 
 func runMapCommand(t *testing.T, args ...string) ([]mapLine, string, error) {
 	t.Helper()
@@ -109,7 +110,7 @@ func TestMapWholeCorpus(t *testing.T) {
 	docs = append(docs, more...)
 	docs = append(docs, filepath.Join(corpus, "openinfoman/service_directories/providers.xml"))
 	if len(docs) < 8 {
-		t.Fatalf("found %d provider documents under %s; is ../shared beside the repository?", len(docs), corpus)
+		t.Fatalf("found %d provider documents under %s, want at least 8", len(docs), corpus)
 	}
 	for _, doc := range docs {
 		t.Run(filepath.Base(doc), func(t *testing.T) {

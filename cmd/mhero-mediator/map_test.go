@@ -10,9 +10,10 @@ import (
 )
 
 const (
-	connectathonDir = "../../testdata/connectathon/"
-	demoFixture     = "../../testdata/providers-demo.xml"
-	mammographer    = "urn:uuid:9a879858-8e96-486b-a2be-05a580f0e6ee"
+	connectathonDir   = corpus + "/openinfoman/service_directories/"
+	providerTypeCodes = corpus + "/openinfoman/svs/1.3.6.1.4.1.21367.200.105-providerTypeCode.xml"
+	demoFixture       = "../../testdata/providers-demo.xml"
+	mammographer      = "urn:uuid:9a879858-8e96-486b-a2be-05a580f0e6ee"
 )
 
 // targetingKeys are the keys of every line's targeting object with the
@@ -148,7 +149,7 @@ func TestMapCadreNames(t *testing.T) {
 		want string
 	}{
 		{"the code without names", nil, "105-003"},
-		{"the name from the value set", []string{"--cadre-names", connectathonDir + "1.3.6.1.4.1.21367.200.105-providerTypeCode.xml"}, "Nurse Practitioner"},
+		{"the name from the value set", []string{"--cadre-names", providerTypeCodes}, "Nurse Practitioner"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,7 +172,7 @@ func TestMapTargetingErrors(t *testing.T) {
 	}{
 		{"district level 0", []string{"--district-level", "0", demoFixture}, "--district-level 0"},
 		{"missing facility file", []string{"--facilities", "absent.xml", demoFixture}, "facility directory: open absent.xml"},
-		{"organizations that are not CSD", []string{"--organizations", connectathonDir + "README.md", demoFixture}, "organization directory " + connectathonDir + "README.md"},
+		{"organizations that are not CSD", []string{"--organizations", corpus + "/README.md", demoFixture}, "organization directory " + corpus + "/README.md"},
 		{"cadre names that are not a value set", []string{"--cadre-names", demoFixture, demoFixture}, "cadre-names"},
 		{"a label RapidPro refuses", []string{"--field-label", "cadre=Cadre (HR)", demoFixture}, "letters, digits"},
 	}

@@ -27,7 +27,7 @@ import (
 )
 
 // RootSalt is the password salt of the seeded root user in core's fixtures,
-// the one of the token test vector in the protocol reference (§1.2).
+// the one of the token test vector in docs/protocols.md, Authentication.
 const RootSalt = "d9bcb40e-ae65-478f-962e-5e5e5e7d0a01"
 
 // Options configures a fake core.

@@ -17,10 +17,10 @@ type validationError struct{ msg string }
 
 func (e validationError) Error() string { return e.msg }
 
-// handleRegister is core's addMediator: the checks of §1.3 in core's order,
-// then create, no-op, or merge on a higher version. It works on the decoded
-// JSON, not on openhim.Mediator, so that it checks what the client actually
-// sent.
+// handleRegister is core's addMediator: the checks of docs/protocols.md,
+// Registration, in core's order, then create, no-op, or merge on a higher
+// version. It works on the decoded JSON, not on openhim.Mediator, so that it
+// checks what the client actually sent.
 func (c *Core) handleRegister(w http.ResponseWriter, r *http.Request) {
 	doc, ok := jsonBody(r)
 	if !ok {

@@ -68,7 +68,8 @@ type pollTarget struct {
 }
 
 // Poll runs the polling channel that mediator urn registered as its default
-// (§1.7), as core runs it once the channel is installed: GET on the
+// (docs/protocols.md, Polling channels), as core runs it once the channel
+// is installed: GET on the
 // channel's primary route as registered (secured, host, port, path, else
 // /trigger), with no body, channel-id, X-OpenHIM-LastRunAt (a JavaScript
 // date string for now), X-OpenHIM-TransactionID and, when the route has
@@ -378,7 +379,8 @@ func numericStatus(v any) (int, bool) {
 }
 
 // checkMediatorResponse is what core's transaction schema and body handling
-// demand of a json+openhim envelope (§1.6), on the decoded JSON.
+// demand of a json+openhim envelope (docs/protocols.md, Mediator response),
+// on the decoded JSON.
 func checkMediatorResponse(envelope any) error {
 	obj, ok := envelope.(map[string]any)
 	if !ok {
