@@ -35,7 +35,16 @@ type ServerOptions struct {
 	// SeparateOps serves /metrics and /status on Server.Ops, for a listen
 	// address of their own, instead of beside /sync.
 	SeparateOps bool
+	// Completer, when set (OpenHIM is configured), lets a run that outlasts
+	// AnswerBudget be answered "Processing" at once and its transaction
+	// completed when it ends; 0 means DefaultAnswerBudget.
+	Completer    *Completer
+	AnswerBudget time.Duration
 }
+
+// DefaultAnswerBudget is how long a trigger waits for its run before it is
+// answered "Processing": well inside core's route timeouts.
+const DefaultAnswerBudget = 30 * time.Second
 
 // Limits of what the server accepts: a trigger carries no body worth more
 // than a kilobyte, and a slow client must not hold a connection open.
@@ -68,6 +77,9 @@ func NewServer(opts ServerOptions) *Server {
 	}
 	if opts.SyncTimeout <= 0 {
 		opts.SyncTimeout = time.Hour
+	}
+	if opts.AnswerBudget <= 0 {
+		opts.AnswerBudget = DefaultAnswerBudget
 	}
 	newEcho := func() *echo.Echo {
 		e := echo.New()
@@ -135,34 +147,77 @@ func (s *Server) handleSync(c echo.Context) error {
 		// Core records the refusal; its next poll runs the sync.
 		return c.String(http.StatusServiceUnavailable, notReady)
 	}
-	log := s.opts.Logger.With("transaction", req.Header.Get("X-OpenHIM-TransactionID"), "channel", req.Header.Get("channel-id"))
-
-	s.runs.Add(1)
-	defer s.runs.Done()
-	ctx, cancel := context.WithTimeout(s.runCtx, s.opts.SyncTimeout)
-	defer cancel()
-
+	txID := req.Header.Get("X-OpenHIM-TransactionID")
+	log := s.opts.Logger.With("transaction", txID, "channel", req.Header.Get("channel-id"))
 	opts, err := runOptions(c)
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
 	}
 	log.Info("sync triggered", "last_run_at", req.Header.Get("X-OpenHIM-LastRunAt"), "full", opts.Full, "dry_run", opts.DryRun, "confirm_retire", opts.ConfirmRetire)
-	report, err := s.opts.Syncer.RunWith(ctx, opts)
+
+	// The run belongs to the service, not to the request: it goes on after
+	// an answer "Processing", and a shutdown waits for it.
+	var (
+		mu    sync.Mutex
+		async bool
+		done  = make(chan openhim.Response, 1)
+	)
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		ctx, cancel := context.WithTimeout(s.runCtx, s.opts.SyncTimeout)
+		defer cancel()
+		resp := s.runResponse(ctx, opts, log)
+		mu.Lock()
+		defer mu.Unlock()
+		if !async {
+			done <- resp
+			return
+		}
+		if err := s.opts.Completer.complete(txID, resp); err != nil {
+			log.Error("the run's completion could not be recorded; its transaction stays Processing", "err", err)
+		}
+	}()
+
+	var budget <-chan time.Time
+	if s.opts.Completer != nil && txID != "" {
+		timer := time.NewTimer(s.opts.AnswerBudget)
+		defer timer.Stop()
+		budget = timer.C
+	}
 	var resp openhim.Response
-	switch {
-	case errors.Is(err, ErrRunInProgress):
-		log.Info("sync trigger ignored: a run is in progress")
-		resp = inProgressResponse(s.opts.MediatorURN)
-	case err != nil:
-		return err
-	default:
-		resp = report.OpenHIM(s.opts.MediatorURN)
+	select {
+	case resp = <-done:
+	case <-budget:
+		mu.Lock()
+		select {
+		case resp = <-done: // it ended just now
+		default:
+			if err := s.opts.Completer.started(txID); err != nil {
+				mu.Unlock()
+				return err
+			}
+			async = true
+			resp = processingResponse(s.opts.MediatorURN)
+			log.Info("the run outlasts the answer budget: answered Processing, the transaction is completed when it ends", "budget", s.opts.AnswerBudget)
+		}
+		mu.Unlock()
 	}
 	body, err := json.Marshal(resp)
 	if err != nil {
 		return err
 	}
 	return c.Blob(http.StatusOK, openhim.ContentType, body)
+}
+
+// runResponse runs and renders the run as OpenHIM records it.
+func (s *Server) runResponse(ctx context.Context, opts RunOptions, log *slog.Logger) openhim.Response {
+	report, err := s.opts.Syncer.RunWith(ctx, opts)
+	if errors.Is(err, ErrRunInProgress) {
+		log.Info("sync trigger ignored: a run is in progress")
+		return inProgressResponse(s.opts.MediatorURN)
+	}
+	return report.OpenHIM(s.opts.MediatorURN)
 }
 
 // runOptions reads what a trigger asks for: ?full=true for a full

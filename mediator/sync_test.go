@@ -65,6 +65,7 @@ type env struct {
 	server    *httptest.Server
 	clock     *clock
 	metrics   *Metrics
+	completed chan string // transactions the completer finished, with answerBudget
 }
 
 type envOptions struct {
@@ -77,6 +78,7 @@ type envOptions struct {
 	tune         func(*Settings)      // changes the settings before the first run
 	oimHTTP      *http.Client
 	cadreNames   map[string]string
+	answerBudget time.Duration // when set, runs that outlast it are completed asynchronously
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -123,11 +125,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(ServerOptions{Syncer: syncer, Metrics: metrics, MediatorURN: testURN, Username: testSyncUser, Password: testSyncPass})
+	var completer *Completer
+	completed := make(chan string, 16)
+	if o.answerBudget > 0 {
+		completer = newTestCompleter(t, core, state, completed)
+	}
+	srv := NewServer(ServerOptions{Syncer: syncer, Metrics: metrics, MediatorURN: testURN, Username: testSyncUser, Password: testSyncPass,
+		Completer: completer, AnswerBudget: o.answerBudget})
 	srv.SetReady(true) // as serve does once registered and configured
 	server := httptest.NewServer(srv.Echo)
 	t.Cleanup(server.Close)
-	e := &env{t: t, registry: registry, workspace: workspace, core: core, state: state, syncer: syncer, srv: srv, server: server, clock: clk, metrics: metrics}
+	e := &env{t: t, registry: registry, workspace: workspace, core: core, state: state, syncer: syncer, srv: srv, server: server, clock: clk, metrics: metrics, completed: completed}
 	e.register(testURN, testSyncUser, testSyncPass)
 	return e
 }
