@@ -22,6 +22,8 @@ Usage:
   mhero-mediator plan [flags]             what a sync would do now, provider by provider; writes nothing
   mhero-mediator demo [--serve]           run the whole path on fixtures, with nothing else installed
   mhero-mediator map [--country CC] FILE  map a CSD document to RapidPro contacts and targeting fields, offline
+  mhero-mediator fakes [flags]            serve a fake OpenInfoMan and RapidPro on fixed ports, for a trial
+  mhero-mediator healthcheck [--url URL]  exit 0 when the service's /healthz answers 200 (the container's check)
 
 Every flag but --full and --confirm-retire can also be set by an environment variable: --rapidpro-token is MHERO_RAPIDPRO_TOKEN.
 Run 'mhero-mediator COMMAND -h' for a command's flags.
@@ -59,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"sync":  runSync,
 		"plan":  runPlan,
 		"demo":  runDemo,
+
+		// for the Docker image and the compose stack
+		"fakes":       runFakes,
+		"healthcheck": runHealthcheck,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

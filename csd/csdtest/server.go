@@ -41,6 +41,9 @@ type Options struct {
 	// IgnoreStart makes the server honour max but always start at the first
 	// match, so every page repeats the first one.
 	IgnoreStart bool
+	// Listener, when set, is served instead of a new loopback listener on
+	// a free port: a long-running fake on a fixed address. Close closes it.
+	Listener net.Listener
 }
 
 // Server is a running fake OpenInfoMan.
@@ -130,9 +133,11 @@ func New(doc []byte, opts Options) (*Server, error) {
 	}
 	// Listening here instead of httptest.NewServer returns the error instead
 	// of panicking.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("csdtest: listening: %w", err)
+	l := opts.Listener
+	if l == nil {
+		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("csdtest: listening: %w", err)
+		}
 	}
 	s := &Server{opts: opts, doc: d}
 	mux := http.NewServeMux()

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -50,6 +51,9 @@ type Options struct {
 	// yet. Tests use it to act at an exact point of a run instead of
 	// sleeping.
 	OnRequest func(Request)
+	// Listener, when set, is served instead of a new loopback listener on
+	// a free port: a long-running fake on a fixed address. Close closes it.
+	Listener net.Listener
 }
 
 // Request is one request the server received.
@@ -144,6 +148,11 @@ func New(opts Options) *Server {
 		byUUID:        map[string]*contact{},
 		byURN:         map[string]*contact{},
 		hits:          map[string][]time.Time{},
+	}
+	if opts.Listener != nil {
+		s.srv = &httptest.Server{Listener: opts.Listener, Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
+		s.srv.Start()
+		return s
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
