@@ -19,7 +19,11 @@ type Registration struct {
 	PollingSchedule    string
 	// ChannelTimeout is how long OpenHIM waits for a run (at most an hour).
 	ChannelTimeout time.Duration
-	Settings       Settings
+	// Settings become the registration's config, the console's defaults:
+	// without their secrets unless ConfigSecrets is set (see
+	// Settings.WithoutSecrets).
+	Settings      Settings
+	ConfigSecrets bool
 }
 
 // Mediator is the registration document. The version must be raised for a
@@ -74,6 +78,15 @@ func (r Registration) Mediator() openhim.Mediator {
 				{Param: "authority", DisplayName: "otherID assigning authority (empty: the RapidPro URL)", Type: "string"},
 			}},
 		},
-		Config: r.Settings.ConsoleConfig(),
+		Config: r.consoleConfig(),
 	}
+}
+
+// consoleConfig is the config registered: the settings, without their
+// secrets unless the operator opted in.
+func (r Registration) consoleConfig() map[string]any {
+	if r.ConfigSecrets {
+		return r.Settings.ConsoleConfig()
+	}
+	return r.Settings.WithoutSecrets().ConsoleConfig()
 }

@@ -176,6 +176,17 @@ func (s Settings) WithConsoleConfig(raw json.RawMessage) (Settings, error) {
 	return next, nil
 }
 
+// WithoutSecrets returns s with its secrets, the OpenInfoMan password and
+// the RapidPro token, empty: what the registration sends core unless the
+// operator opts in, since core stores its config and older cores list it in
+// clear. An empty secret from the console keeps the flag's (see
+// WithConsoleConfig), so the service still uses its own.
+func (s Settings) WithoutSecrets() Settings {
+	s.OpenInfoMan.Password = ""
+	s.RapidPro.Token = ""
+	return s
+}
+
 // ConsoleConfig is the settings as an OpenHIM config object, the shape the
 // registration's configDefs describe.
 func (s Settings) ConsoleConfig() map[string]any {

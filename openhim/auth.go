@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -18,12 +19,6 @@ import (
 // Authenticator adds credentials to a request for the management API.
 type Authenticator interface {
 	Authenticate(ctx context.Context, req *http.Request) error
-}
-
-// fallbackAuthenticator is implemented by an Authenticator that can switch
-// scheme after core rejected a request; the Client then retries once.
-type fallbackAuthenticator interface {
-	fallBack(ctx context.Context) bool
 }
 
 type basicAuth struct{ username, password string }
@@ -117,37 +112,114 @@ func (t *tokenAuth) Authenticate(ctx context.Context, req *http.Request) error {
 	return nil
 }
 
-type autoAuth struct {
-	basic    Authenticator
-	token    *tokenAuth
-	useToken atomic.Bool
+// Scheme names, as logs and errors give them.
+const (
+	SchemeBasic = "basic"
+	SchemeToken = "token"
+)
+
+// schemeAuth is implemented by this package's single-scheme Authenticators,
+// which name their scheme and user for error messages (never the password).
+type schemeAuth interface {
+	Authenticator
+	scheme() string
+	user() string
 }
 
-// NewAutoAuth starts with Basic and switches to token auth for good once core
-// rejects Basic with 401 while GET /authenticate/<email> answers 200: the
-// behaviour needed to work against both v5–v7.0 (token only by default) and
-// v7.1+ (Basic preferred, token deprecated). hc nil means a default client.
-func NewAutoAuth(baseURL, username, password string, hc *http.Client) Authenticator {
-	return &autoAuth{
-		basic: NewBasicAuth(username, password),
+func (b basicAuth) scheme() string  { return SchemeBasic }
+func (b basicAuth) user() string    { return b.username }
+func (t *tokenAuth) scheme() string { return SchemeToken }
+func (t *tokenAuth) user() string   { return t.username }
+
+// multiScheme is implemented by an Authenticator that tries more than one
+// scheme. The Client authenticates each call with current(); after a 401 it
+// retries once with alternative(), if any; and it reports every scheme core
+// did not refuse with accepted().
+type multiScheme interface {
+	current() Authenticator
+	alternative(ctx context.Context) (Authenticator, error)
+	accepted(Authenticator)
+}
+
+// Values of AutoAuth.chosen.
+const (
+	autoUndecided int32 = iota
+	autoBasic
+	autoToken
+)
+
+// AutoAuth finds the scheme core accepts by itself. Until core has accepted
+// one it sends Basic, the scheme of core v7.1+; when core refuses Basic with
+// 401 and GET /authenticate/<email> answers 200, as a core up to v7.0 (token
+// only by default) does, it retries the call with token auth. The first
+// scheme core accepts is kept for good and logged once. When both are
+// refused, the Client's error names both schemes and the user.
+type AutoAuth struct {
+	// Logger gets the chosen scheme, once; nil means slog.Default().
+	Logger *slog.Logger
+
+	basic  basicAuth
+	token  *tokenAuth
+	chosen atomic.Int32
+}
+
+// NewAutoAuth returns an AutoAuth for the management API at baseURL. hc is
+// what GET /authenticate is sent with; nil means a default client.
+func NewAutoAuth(baseURL, username, password string, hc *http.Client) *AutoAuth {
+	return &AutoAuth{
+		basic: basicAuth{username: username, password: password},
 		token: newTokenAuth(baseURL, username, password, hc),
 	}
 }
 
-func (a *autoAuth) Authenticate(ctx context.Context, req *http.Request) error {
-	if a.useToken.Load() {
-		return a.token.Authenticate(ctx, req)
-	}
-	return a.basic.Authenticate(ctx, req)
+// Authenticate adds the credentials of the scheme in use: Basic until core
+// has accepted token auth.
+func (a *AutoAuth) Authenticate(ctx context.Context, req *http.Request) error {
+	return a.current().Authenticate(ctx, req)
 }
 
-func (a *autoAuth) fallBack(ctx context.Context) bool {
-	if a.useToken.Load() {
-		return false
+// Scheme is the scheme core accepted, SchemeBasic or SchemeToken; "" until
+// core has accepted one.
+func (a *AutoAuth) Scheme() string {
+	switch a.chosen.Load() {
+	case autoBasic:
+		return SchemeBasic
+	case autoToken:
+		return SchemeToken
+	}
+	return ""
+}
+
+func (a *AutoAuth) current() Authenticator {
+	if a.chosen.Load() == autoToken {
+		return a.token
+	}
+	return a.basic
+}
+
+// alternative offers token auth after core refused Basic, as long as no
+// scheme has been chosen and core has a token login for the user: a core
+// that accepted one scheme before does not switch to the other.
+func (a *AutoAuth) alternative(ctx context.Context) (Authenticator, error) {
+	if a.chosen.Load() != autoUndecided {
+		return nil, nil
 	}
 	if _, err := a.token.fetchSalt(ctx); err != nil {
-		return false
+		return nil, err
 	}
-	a.useToken.Store(true)
-	return true
+	return a.token, nil
+}
+
+func (a *AutoAuth) accepted(auth Authenticator) {
+	choice, name := autoBasic, SchemeBasic
+	if auth == Authenticator(a.token) {
+		choice, name = autoToken, SchemeToken
+	}
+	if a.chosen.CompareAndSwap(autoUndecided, choice) {
+		log := a.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Info("openhim authentication scheme chosen", "scheme", name, "user", a.basic.username)
+	}
 }

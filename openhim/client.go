@@ -48,14 +48,28 @@ type StatusError struct {
 	Path       string
 	StatusCode int
 	Message    string
+	// Hint, for a refusal (401, 403), says what to check; it names the user,
+	// never the password.
+	Hint string
 }
 
 func (e *StatusError) Error() string {
-	msg := fmt.Sprintf("openhim: %s %s: %d %s", e.Method, e.Path, e.StatusCode, http.StatusText(e.StatusCode))
-	if e.Message != "" {
+	text := http.StatusText(e.StatusCode)
+	msg := fmt.Sprintf("openhim: %s %s: %d %s", e.Method, e.Path, e.StatusCode, text)
+	if e.Message != "" && e.Message != text {
 		msg += ": " + e.Message
 	}
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
 	return msg
+}
+
+// IsRefused reports whether err is core refusing the credentials (401) or
+// the user's rights (403): retrying soon cannot help, a person must act.
+func IsRefused(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden)
 }
 
 // errorText turns an error body into a short single line.
@@ -99,29 +113,67 @@ func NewClient(cfg Config) *Client {
 	return &Client{baseURL: strings.TrimRight(cfg.BaseURL, "/"), auth: cfg.Auth, hc: hc}
 }
 
-// do sends one API call and returns the status and (bounded) body. A 401 is
-// retried once when the Authenticator can fall back to another scheme.
+// do sends one API call and returns the status and (bounded) body. Core's
+// refusals, 401 and 403, come back as a *StatusError whose Hint says what to
+// check. With an Authenticator of several schemes (AutoAuth), a 401 is first
+// retried once with the other scheme.
 func (c *Client) do(ctx context.Context, method, path string, payload []byte, limit int64) (int, []byte, error) {
-	for attempt := 0; ; attempt++ {
-		status, body, err := c.send(ctx, method, path, payload, limit)
-		if err != nil || status != http.StatusUnauthorized || attempt > 0 {
-			return status, body, err
-		}
-		fb, ok := c.auth.(fallbackAuthenticator)
-		if !ok || !fb.fallBack(ctx) {
-			return status, body, nil
+	auth := c.auth
+	multi, isMulti := auth.(multiScheme)
+	if isMulti {
+		auth = multi.current()
+	}
+	r, err := c.send(ctx, method, path, payload, limit, auth)
+	if err != nil {
+		return r.status, nil, err
+	}
+	refused := []Authenticator{auth}
+	var altErr error // why no other scheme was tried
+	if r.status == http.StatusUnauthorized && isMulti {
+		var alt Authenticator
+		if alt, altErr = multi.alternative(ctx); alt != nil {
+			auth = alt
+			refused = append(refused, alt)
+			if r, err = c.send(ctx, method, path, payload, limit, auth); err != nil {
+				return r.status, nil, err
+			}
 		}
 	}
+	switch r.status {
+	case http.StatusUnauthorized:
+		return r.status, r.body, &StatusError{Method: method, Path: path, StatusCode: r.status, Message: errorText(r.body),
+			Hint: unauthorizedHint(refused, isMulti, altErr, r)}
+	case http.StatusForbidden:
+		if isMulti {
+			multi.accepted(auth)
+		}
+		return r.status, r.body, &StatusError{Method: method, Path: path, StatusCode: r.status, Message: errorText(r.body),
+			Hint: forbiddenHint(auth)}
+	}
+	if isMulti {
+		multi.accepted(auth)
+	}
+	return r.status, r.body, nil
 }
 
-func (c *Client) send(ctx context.Context, method, path string, payload []byte, limit int64) (int, []byte, error) {
+// reply is what send got back.
+type reply struct {
+	status int
+	body   []byte
+	// date is core's Date header (zero if absent) and authTS the auth-ts the
+	// request carried, to tell clock skew from a wrong password.
+	date   time.Time
+	authTS string
+}
+
+func (c *Client) send(ctx context.Context, method, path string, payload []byte, limit int64, auth Authenticator) (reply, error) {
 	var reqBody io.Reader
 	if payload != nil {
 		reqBody = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, reqBody)
 	if err != nil {
-		return 0, nil, fmt.Errorf("openhim: %s %s: %w", method, path, err)
+		return reply{}, fmt.Errorf("openhim: %s %s: %w", method, path, err)
 	}
 	if payload != nil {
 		// Without it core parses the body as {} (docs/protocols.md,
@@ -129,26 +181,32 @@ func (c *Client) send(ctx context.Context, method, path string, payload []byte, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json, text/plain, */*")
-	if c.auth != nil {
-		if err := c.auth.Authenticate(ctx, req); err != nil {
-			return 0, nil, fmt.Errorf("openhim: %s %s: %w", method, path, err)
+	if auth != nil {
+		if err := auth.Authenticate(ctx, req); err != nil {
+			return reply{}, fmt.Errorf("openhim: %s %s: %w", method, path, err)
 		}
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("openhim: %s %s: %w", method, path, err)
+		if hint := certificateHint(err); hint != "" {
+			return reply{}, fmt.Errorf("openhim: %s %s: %w; %s", method, path, err, hint)
+		}
+		return reply{}, fmt.Errorf("openhim: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		limit = maxErrorBody
 	}
+	r := reply{status: resp.StatusCode, authTS: req.Header.Get("auth-ts")}
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		r.date = date
+	}
 	// A body cut at the limit no longer parses, which callers that read it
 	// report.
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("openhim: %s %s: reading reply: %w", method, path, err)
+	if r.body, err = io.ReadAll(io.LimitReader(resp.Body, limit)); err != nil {
+		return r, fmt.Errorf("openhim: %s %s: reading reply: %w", method, path, err)
 	}
-	return resp.StatusCode, body, nil
+	return r, nil
 }
 
 // Register sends the registration document (POST /mediators) after checking

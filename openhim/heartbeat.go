@@ -42,7 +42,18 @@ type Heartbeater struct {
 	// Backoff gives the wait before registration retry number attempt
 	// (1-based); nil means ExponentialBackoff(time.Second, time.Minute).
 	Backoff func(attempt int) time.Duration
+	// AuthBackoff replaces Backoff after core refused the credentials or the
+	// user's rights (401, 403; see IsRefused), which only a person can fix:
+	// the wait before retry number attempt of a registration, and the pause
+	// after refused heartbeat number attempt in a row, on top of the
+	// interval. nil means DefaultAuthBackoff.
+	AuthBackoff func(attempt int) time.Duration
 }
+
+// DefaultAuthBackoff waits a minute, then doubles up to 15 minutes: a
+// refused service retries a few times an hour rather than storming core's
+// log (and its failed-login audit) every few seconds.
+var DefaultAuthBackoff = ExponentialBackoff(time.Minute, 15*time.Minute)
 
 // ExponentialBackoff doubles from base up to limit, with jitter over the
 // upper half so that many mediators restarting together do not retry in step.
@@ -89,6 +100,7 @@ func (h *Heartbeater) Run(ctx context.Context) error {
 		return err
 	}
 	needConfig := true
+	refusals := 0 // heartbeats refused in a row
 	for beat := 0; ; beat++ {
 		if beat%configEvery == 0 {
 			needConfig = true
@@ -105,11 +117,20 @@ func (h *Heartbeater) Run(ctx context.Context) error {
 			}
 			// Core now holds the registered defaults; fetch the config again.
 			needConfig = true
+		case IsRefused(err):
+			h.fail(err)
+			refusals++
+			wait := h.authBackoff()(refusals)
+			log.Error("openhim heartbeat refused; pausing heartbeats", "urn", h.Mediator.URN, "refusals", refusals, "pause", wait, "error", err)
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
 		case err != nil:
 			h.fail(err)
 			log.Warn("openhim heartbeat failed", "urn", h.Mediator.URN, "error", err)
 		default:
 			needConfig = false
+			refusals = 0
 			if cfg != nil {
 				log.Info("openhim config received", "urn", h.Mediator.URN, "bytes", len(cfg))
 				if h.OnConfig != nil {
@@ -132,6 +153,7 @@ func (h *Heartbeater) register(ctx context.Context) error {
 		backoff = ExponentialBackoff(time.Second, time.Minute)
 	}
 	log := h.logger()
+	refusals := 0
 	for attempt := 1; ; attempt++ {
 		err := h.Client.Register(ctx, h.Mediator)
 		if ctx.Err() != nil {
@@ -145,6 +167,15 @@ func (h *Heartbeater) register(ctx context.Context) error {
 			return nil
 		}
 		h.fail(err)
+		if IsRefused(err) {
+			refusals++
+			wait := h.authBackoff()(refusals)
+			log.Error("openhim registration refused; retrying", "urn", h.Mediator.URN, "attempt", attempt, "retry_in", wait, "error", err)
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+			continue
+		}
 		wait := backoff(attempt)
 		log.Warn("openhim registration failed; retrying", "urn", h.Mediator.URN, "attempt", attempt, "retry_in", wait, "error", err)
 		if err := sleep(ctx, wait); err != nil {
@@ -157,6 +188,13 @@ func (h *Heartbeater) fail(err error) {
 	if h.OnError != nil {
 		h.OnError(err)
 	}
+}
+
+func (h *Heartbeater) authBackoff() func(attempt int) time.Duration {
+	if h.AuthBackoff != nil {
+		return h.AuthBackoff
+	}
+	return DefaultAuthBackoff
 }
 
 func (h *Heartbeater) logger() *slog.Logger {

@@ -255,6 +255,8 @@ func TestHeartbeaterLogsNoSecrets(t *testing.T) {
 		Mediator: mheroMediator(),
 		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
 		Backoff:  func(int) time.Duration { return 0 },
+		// A 401 waits AuthBackoff, not Backoff.
+		AuthBackoff: func(int) time.Duration { return 0 },
 		OnError: func(error) {
 			if failures++; failures == 3 {
 				cancel()

@@ -15,11 +15,15 @@ import (
 // TLSConfig builds the TLS settings for calls to core's management API, in
 // one of three modes (docs/protocols.md, TLS to the management API):
 //   - caFile: trust the PEM certificates in that file (plus normal hostname
-//     checks). Core's bundled certificate has no SANs, so this only works for
-//     it when dialling "localhost".
+//     checks). It cannot work with core's bundled default certificate, whose
+//     only name is its Common Name (CN=localhost, no subject alternative
+//     names): Go checks host names only against SANs, so it refuses such a
+//     certificate for every host, "localhost" included, whatever CA is
+//     trusted. A call that fails so says which pin to use instead.
 //   - pinSHA256Hex: accept exactly the leaf certificate whose DER SHA-256 is
-//     this hex value (colons allowed, as openssl prints it), whatever its
-//     chain or names.
+//     this hex value (colons allowed, as openssl prints it; CertificatePin
+//     computes it), whatever its chain or names. The one mode for core's
+//     default certificate.
 //   - insecure: no verification at all; only behind an explicit flag.
 //
 // With none set it returns the system defaults. Combining modes is an error,

@@ -37,6 +37,7 @@ type config struct {
 
 	bind                string
 	opsAddr             string
+	answerBudget        time.Duration
 	port                int
 	publicHost          string
 	syncUsername        string
@@ -56,6 +57,10 @@ type config struct {
 	logLevel, logFormat string
 	// cadreNamesFile is an SVS value set naming the cadre codes.
 	cadreNamesFile string
+
+	// openHIMConfigSecrets sends the RapidPro token and the OpenInfoMan
+	// password in the registration's config.
+	openHIMConfigSecrets bool
 
 	// upstreamTimeouts replace defaultUpstreamTimeouts per system; tests
 	// shorten them.
@@ -103,6 +108,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.watermarkMargin, "watermark-margin", 5*time.Minute, "overlap between runs, against clock skew with OpenInfoMan")
 
 	fs.StringVar(&c.bind, "bind", "", "address to listen on (empty: all interfaces)")
+	fs.DurationVar(&c.answerBudget, "answer-budget", mediator.DefaultAnswerBudget, "longest an OpenHIM trigger waits for its run; a longer run is answered Processing and its transaction completed when it ends")
 	fs.StringVar(&c.opsAddr, "ops-addr", "", "host:port serving /metrics and /status apart from /sync (empty: beside /sync)")
 	fs.IntVar(&c.port, "port", 8544, "port to listen on, and the port registered with OpenHIM")
 	fs.StringVar(&c.publicHost, "public-host", defaultHostname(), "host name OpenHIM calls this service on")
@@ -112,9 +118,10 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.openHIMURL, "openhim-url", "", "OpenHIM core management API, e.g. https://openhim-core:8080 (empty: do not register)")
 	fs.StringVar(&c.openHIMUsername, "openhim-username", "", "OpenHIM user (group admin)")
 	fs.StringVar(&c.openHIMPassword, "openhim-password", "", "OpenHIM password")
-	fs.StringVar(&c.openHIMAuth, "openhim-auth", "basic", "OpenHIM authentication: basic (core v7.1+) or token (older cores)")
-	fs.StringVar(&c.openHIMCAFile, "openhim-ca-file", "", "PEM file of the CA that signed OpenHIM's certificate")
-	fs.StringVar(&c.openHIMCertPin, "openhim-cert-pin", "", "SHA-256 (hex) of OpenHIM's certificate, instead of a CA")
+	fs.StringVar(&c.openHIMAuth, "openhim-auth", "auto", "OpenHIM authentication: auto (basic, or token when core accepts only that), basic (core v7.1+) or token (core up to v7.0)")
+	fs.StringVar(&c.openHIMCAFile, "openhim-ca-file", "", "PEM file of the CA that signed OpenHIM's certificate (not for core's default certificate, which has no SANs: pin that one)")
+	fs.StringVar(&c.openHIMCertPin, "openhim-cert-pin", "", "SHA-256 (hex, colons allowed) of OpenHIM's certificate, instead of a CA; the one way to trust core's default certificate")
+	fs.BoolVar(&c.openHIMConfigSecrets, "openhim-config-secrets", false, "also send the RapidPro token and OpenInfoMan password in the registration's config, where core stores them (off: the console shows them empty)")
 	fs.BoolVar(&c.openHIMInsecure, "openhim-insecure", false, "accept any OpenHIM certificate (testing only)")
 	fs.StringVar(&c.mediatorURN, "mediator-urn", "urn:mediator:mhero-sync-go", "URN this mediator registers under")
 	fs.StringVar(&c.pollingSchedule, "polling-schedule", "*/10 * * * *", "cron schedule of the polling channel registered as default")
@@ -233,8 +240,8 @@ func (c *config) check() error {
 		if c.openHIMUsername == "" || c.openHIMPassword == "" {
 			return fmt.Errorf("openhim-username and openhim-password are required with openhim-url")
 		}
-		if c.openHIMAuth != "basic" && c.openHIMAuth != "token" {
-			return fmt.Errorf("openhim-auth %q is not basic or token", c.openHIMAuth)
+		if c.openHIMAuth != "auto" && c.openHIMAuth != "basic" && c.openHIMAuth != "token" {
+			return fmt.Errorf("openhim-auth %q is not auto, basic or token", c.openHIMAuth)
 		}
 	}
 	return nil

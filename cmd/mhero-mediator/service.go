@@ -123,15 +123,23 @@ func upstreamClient(m *mediator.Metrics, system string, tlsConfig *tls.Config, t
 // serve listens, registers with OpenHIM and heartbeats until ctx ends, then
 // shuts down gracefully. started, when set, gets the listening address.
 func (s *service) serve(ctx context.Context, started func(addr string)) error {
+	// With OpenHIM, a run that outlasts the answer budget is answered
+	// Processing and its transaction completed when it ends.
+	var completer *mediator.Completer
+	if s.cfg.openHIMURL != "" {
+		completer = &mediator.Completer{State: s.state, MediatorURN: s.cfg.mediatorURN, Logger: s.logger}
+	}
 	srv := mediator.NewServer(mediator.ServerOptions{
-		Syncer:      s.syncer,
-		Metrics:     s.metrics,
-		MediatorURN: s.cfg.mediatorURN,
-		Username:    s.cfg.syncUsername,
-		Password:    s.cfg.syncPassword,
-		SyncTimeout: s.cfg.syncTimeout,
-		Logger:      s.logger,
-		SeparateOps: s.cfg.opsAddr != "",
+		Syncer:       s.syncer,
+		Metrics:      s.metrics,
+		MediatorURN:  s.cfg.mediatorURN,
+		Username:     s.cfg.syncUsername,
+		Password:     s.cfg.syncPassword,
+		SyncTimeout:  s.cfg.syncTimeout,
+		Logger:       s.logger,
+		SeparateOps:  s.cfg.opsAddr != "",
+		Completer:    completer,
+		AnswerBudget: s.cfg.answerBudget,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(s.cfg.bind, strconv.Itoa(s.cfg.port)))
 	if err != nil {
@@ -156,16 +164,30 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
+	// The completer outlives the shutdown's last runs; what it cannot send
+	// stays in the state for the next start.
+	completerCtx, stopCompleter := context.WithCancel(context.Background())
+	defer stopCompleter()
+	completerDone := make(chan struct{})
 	heartbeatDone := make(chan struct{})
 	if s.cfg.openHIMURL == "" {
 		s.logger.Info("no OpenHIM configured: not registering")
 		srv.SetReady(true)
 		close(heartbeatDone)
+		close(completerDone)
 	} else {
 		hb, err := s.heartbeater(srv)
 		if err != nil {
+			close(completerDone)
 			return errors.Join(err, srv.Shutdown(context.Background()))
 		}
+		completer.Put = hb.Client.PutTransaction
+		go func() {
+			defer close(completerDone)
+			if err := completer.Run(completerCtx); err != nil {
+				s.logger.Error("OpenHIM transaction completions stopped", "err", err)
+			}
+		}()
 		go func() {
 			defer close(heartbeatDone)
 			if err := hb.Run(hbCtx); err != nil && hbCtx.Err() == nil {
@@ -181,6 +203,8 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 	case err := <-served:
 		stopHeartbeat()
 		<-heartbeatDone
+		stopCompleter()
+		<-completerDone
 		return err
 	case <-ctx.Done():
 	}
@@ -193,7 +217,26 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(err, serveErr)
 	}
+	stopCompleter()
+	<-completerDone
 	return err
+}
+
+// openHIMAuth is the Authenticator --openhim-auth chooses. auto finds the
+// scheme core accepts and logs it once; basic and token are logged here.
+func (s *service) openHIMAuth(hc *http.Client) openhim.Authenticator {
+	user, password := s.cfg.openHIMUsername, s.cfg.openHIMPassword
+	switch s.cfg.openHIMAuth {
+	case openhim.SchemeBasic:
+		s.logger.Info("openhim authentication scheme set by --openhim-auth", "scheme", openhim.SchemeBasic, "user", user)
+		return openhim.NewBasicAuth(user, password)
+	case openhim.SchemeToken:
+		s.logger.Info("openhim authentication scheme set by --openhim-auth", "scheme", openhim.SchemeToken, "user", user)
+		return openhim.NewTokenAuth(s.cfg.openHIMURL, user, password, hc)
+	}
+	auth := openhim.NewAutoAuth(s.cfg.openHIMURL, user, password, hc)
+	auth.Logger = s.logger
+	return auth
 }
 
 func (s *service) heartbeater(srv *mediator.Server) (*openhim.Heartbeater, error) {
@@ -201,16 +244,13 @@ func (s *service) heartbeater(srv *mediator.Server) (*openhim.Heartbeater, error
 	if hc == nil {
 		return nil, errors.New("no OpenHIM client: openhim-url was empty when the service was built")
 	}
-	auth := openhim.NewBasicAuth(s.cfg.openHIMUsername, s.cfg.openHIMPassword)
-	if s.cfg.openHIMAuth == "token" {
-		auth = openhim.NewTokenAuth(s.cfg.openHIMURL, s.cfg.openHIMUsername, s.cfg.openHIMPassword, hc)
-	}
+	auth := s.openHIMAuth(hc)
 	reg := mediator.Registration{
 		URN: s.cfg.mediatorURN, Version: version,
 		Host: s.cfg.publicHost, Port: s.cfg.port,
 		Username: s.cfg.syncUsername, Password: s.cfg.syncPassword,
 		PollingSchedule: s.cfg.pollingSchedule, ChannelTimeout: s.cfg.channelTimeout,
-		Settings: s.syncer.Settings(),
+		Settings: s.syncer.Settings(), ConfigSecrets: s.cfg.openHIMConfigSecrets,
 	}
 	mediatorDoc := reg.Mediator()
 	if err := mediatorDoc.Validate(); err != nil {

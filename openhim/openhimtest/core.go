@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha512"
 	"crypto/subtle"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -33,12 +34,21 @@ const RootSalt = "d9bcb40e-ae65-478f-962e-5e5e5e7d0a01"
 // Options configures a fake core.
 type Options struct {
 	// Users maps email to password; nil means root@openhim.org with
-	// openhim-password. All users are admins.
+	// openhim-password. All users are admins unless listed in NonAdmins.
 	Users map[string]string
+	// NonAdmins are users not in group admin: core authenticates them and
+	// answers their mediator and transaction calls 403.
+	NonAdmins []string
 	// AuthTypes enabled, a subset of "basic" and "token"; nil means both.
+	// []string{"token"} is a core up to v7.0 as installed (v4 knows no
+	// other scheme), []string{"basic"} a v7.1+ core with token turned off.
+	// GET /authenticate answers in every mode, as in core.
 	AuthTypes []string
 	// TLS serves the API over HTTPS with a test certificate.
 	TLS bool
+	// TLSCertificate, with TLS, replaces the test certificate: for example
+	// DefaultCertificate, shaped like core's bundled one.
+	TLSCertificate *tls.Certificate
 	// Now is core's clock, for the token window and timestamps; nil means
 	// time.Now.
 	Now func() time.Time
@@ -55,6 +65,7 @@ const maxBody = 50 << 20
 
 type user struct {
 	email, password, salt string
+	admin                 bool
 }
 
 // Stored is what the fake core holds for a mediator.
@@ -142,21 +153,28 @@ func New(opts Options) *Core {
 		if strings.EqualFold(email, "root@openhim.org") {
 			salt = RootSalt
 		}
-		c.users[strings.ToLower(email)] = user{email: email, password: password, salt: salt}
+		admin := !slices.ContainsFunc(opts.NonAdmins, func(e string) bool { return strings.EqualFold(e, email) })
+		c.users[strings.ToLower(email)] = user{email: email, password: password, salt: salt, admin: admin}
 	}
 	c.started = c.now()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /authenticate/{email}", c.handleAuthenticate)
 	mux.HandleFunc("GET /heartbeat", c.handlePublicHeartbeat)
-	mux.HandleFunc("POST /mediators", c.authenticated(c.handleRegister))
-	mux.HandleFunc("GET /mediators/{urn}", c.authenticated(c.handleGetMediator))
-	mux.HandleFunc("POST /mediators/{urn}/heartbeat", c.authenticated(c.handleHeartbeat))
-	mux.HandleFunc("PUT /mediators/{urn}/config", c.authenticated(c.handleSetConfig))
-	mux.HandleFunc("PUT /transactions/{id}", c.authenticated(c.handleUpdateTransaction))
+	mux.HandleFunc("POST /mediators", c.authenticated("addMediator", c.handleRegister))
+	mux.HandleFunc("GET /mediators/{urn}", c.authenticated("getMediator", c.handleGetMediator))
+	// "removeMediator": core's 403 for a heartbeat names it, a copy-paste
+	// slip.
+	mux.HandleFunc("POST /mediators/{urn}/heartbeat", c.authenticated("removeMediator", c.handleHeartbeat))
+	mux.HandleFunc("PUT /mediators/{urn}/config", c.authenticated("setConfig", c.handleSetConfig))
+	mux.HandleFunc("PUT /transactions/{id}", c.authenticated("updateTransaction", c.handleUpdateTransaction))
 	handler := c.recording(mux)
 	if opts.TLS {
-		c.srv = httptest.NewTLSServer(handler)
+		c.srv = httptest.NewUnstartedServer(handler)
+		if opts.TLSCertificate != nil {
+			c.srv.TLS = &tls.Config{Certificates: []tls.Certificate{*opts.TLSCertificate}}
+		}
+		c.srv.StartTLS()
 	} else {
 		c.srv = httptest.NewServer(handler)
 	}
@@ -264,6 +282,8 @@ func (c *Core) recording(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		// Core's clock, which a token's auth-ts is checked against.
+		w.Header().Set("Date", c.now().UTC().Format(http.TimeFormat))
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		c.mu.Lock()
@@ -305,22 +325,31 @@ func authScheme(r *http.Request) string {
 	return ""
 }
 
-// authenticated answers 401 with an empty body, as core does, unless the
-// request carries valid credentials of an enabled scheme.
-func (c *Core) authenticated(next http.HandlerFunc) http.HandlerFunc {
+// authenticated answers 401 unless the request carries valid credentials
+// of an enabled scheme, with Koa's status text as the body: core gives its
+// reason only in its log. A user not in group admin then gets core's 403 for
+// the API function named.
+func (c *Core) authenticated(function string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		scheme := authScheme(r)
+		var u user
 		ok := false
 		if slices.Contains(c.authTypes, scheme) {
 			switch scheme {
 			case "token":
-				ok = c.checkToken(r)
+				u, ok = c.checkToken(r)
 			case "basic":
-				ok = c.checkBasic(r)
+				u, ok = c.checkBasic(r)
 			}
 		}
 		if !ok {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, "Unauthorized")
+			return
+		}
+		if !u.admin {
+			http.Error(w, fmt.Sprintf("User %s is not an admin, API access to %s denied.", u.email, function), http.StatusForbidden)
 			return
 		}
 		next(w, r)
@@ -334,31 +363,31 @@ func (c *Core) lookupUser(email string) (user, bool) {
 	return u, ok
 }
 
-func (c *Core) checkBasic(r *http.Request) bool {
+func (c *Core) checkBasic(r *http.Request) (user, bool) {
 	email, password, _ := r.BasicAuth()
 	u, ok := c.lookupUser(email)
-	return ok && subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) == 1
+	return u, ok && subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) == 1
 }
 
-func (c *Core) checkToken(r *http.Request) bool {
+func (c *Core) checkToken(r *http.Request) (user, bool) {
 	email, ts, salt, token := r.Header.Get("auth-username"), r.Header.Get("auth-ts"), r.Header.Get("auth-salt"), r.Header.Get("auth-token")
 	if email == "" || ts == "" || salt == "" || token == "" {
-		return false
+		return user{}, false
 	}
 	u, ok := c.lookupUser(email)
 	if !ok {
-		return false
+		return user{}, false
 	}
 	sent, err := time.Parse(time.RFC3339Nano, ts)
 	if err != nil {
-		return false
+		return user{}, false
 	}
 	if skew := c.now().Sub(sent); skew > authWindow || skew < -authWindow {
-		return false
+		return user{}, false
 	}
 	passhash := sha512.Sum512([]byte(u.salt + u.password))
 	want := sha512.Sum512([]byte(hex.EncodeToString(passhash[:]) + salt + ts))
-	return subtle.ConstantTimeCompare([]byte(hex.EncodeToString(want[:])), []byte(token)) == 1
+	return u, subtle.ConstantTimeCompare([]byte(hex.EncodeToString(want[:])), []byte(token)) == 1
 }
 
 func (c *Core) handleAuthenticate(w http.ResponseWriter, r *http.Request) {

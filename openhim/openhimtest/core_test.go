@@ -131,3 +131,74 @@ func TestStoredDocumentDecodes(t *testing.T) {
 		t.Errorf("stored %+v %v", s, err)
 	}
 }
+
+// The fake answers each scheme as core does in each mode: 401 with Koa's
+// "Unauthorized" for a scheme it does not accept or wrong credentials, 403
+// naming the API function for a user not in group admin, and its own clock
+// in the Date header, which a token's auth-ts is checked against.
+func TestCoreAuthModes(t *testing.T) {
+	clk := &clock{t: time.Date(2024, 5, 1, 6, 20, 0, 0, time.UTC)}
+	users := map[string]string{"root@openhim.org": "openhim-password", "viewer@moh.example": "viewer-pw"}
+	basic := func(user, password string) func(*http.Request) {
+		return func(r *http.Request) { r.SetBasicAuth(user, password) }
+	}
+	token := func(user, password string) func(*http.Request) {
+		return func(r *http.Request) {
+			salt := RootSalt
+			if user != "root@openhim.org" {
+				return // only root's salt is known here
+			}
+			ts := clk.now().Format("2006-01-02T15:04:05.000Z")
+			r.Header.Set("auth-username", user)
+			r.Header.Set("auth-ts", ts)
+			r.Header.Set("auth-salt", "s")
+			r.Header.Set("auth-token", openhim.TokenHash(salt, password, "s", ts))
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		authTypes  []string
+		auth       func(*http.Request)
+		wantStatus int
+		wantReply  string
+	}{
+		{"token-only core, basic", []string{"token"}, basic("root@openhim.org", "openhim-password"), http.StatusUnauthorized, "Unauthorized"},
+		{"token-only core, token", []string{"token"}, token("root@openhim.org", "openhim-password"), http.StatusCreated, ""},
+		{"basic-only core, token", []string{"basic"}, token("root@openhim.org", "openhim-password"), http.StatusUnauthorized, "Unauthorized"},
+		{"basic-only core, basic", []string{"basic"}, basic("root@openhim.org", "openhim-password"), http.StatusCreated, ""},
+		{"wrong password", nil, basic("root@openhim.org", "nope"), http.StatusUnauthorized, "Unauthorized"},
+		{"no credentials", nil, func(*http.Request) {}, http.StatusUnauthorized, "Unauthorized"},
+		{"not an admin", nil, basic("viewer@moh.example", "viewer-pw"), http.StatusForbidden,
+			"User viewer@moh.example is not an admin, API access to addMediator denied."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core := New(Options{Users: users, NonAdmins: []string{"viewer@moh.example"}, AuthTypes: tc.authTypes, Now: clk.now})
+			defer core.Close()
+			req, err := http.NewRequest(http.MethodPost, core.URL()+"/mediators", strings.NewReader(registration))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			tc.auth(req)
+			resp, err := core.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var reply bytes.Buffer
+			if _, err := reply.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.wantStatus || strings.TrimSpace(reply.String()) != tc.wantReply {
+				t.Errorf("%d %q, want %d %q", resp.StatusCode, reply.String(), tc.wantStatus, tc.wantReply)
+			}
+			if date, err := http.ParseTime(resp.Header.Get("Date")); err != nil || !date.Equal(clk.now()) {
+				t.Errorf("Date %q, want core's clock %s", resp.Header.Get("Date"), clk.now())
+			}
+			// GET /authenticate answers in every mode, as in core.
+			if status, _ := call(t, core, http.MethodGet, "/authenticate/root@openhim.org", ""); status != http.StatusOK {
+				t.Errorf("GET /authenticate: %d, want 200", status)
+			}
+		})
+	}
+}
