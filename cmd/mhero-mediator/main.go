@@ -16,12 +16,13 @@ import (
 const usage = `mhero-mediator keeps RapidPro contacts in step with an OpenInfoMan health worker registry.
 
 Usage:
-  mhero-mediator serve [flags]            run the OpenHIM mediator: /sync, /metrics, /healthz, /readyz
+  mhero-mediator serve [flags]            run the OpenHIM mediator: /sync, /status, /metrics, /healthz, /readyz
   mhero-mediator sync [flags]             run one sync now and print its summary
                                           (--full: a full reconciliation; --confirm-retire: past the circuit breaker)
   mhero-mediator plan [flags]             what a sync would do now, provider by provider; writes nothing
   mhero-mediator demo [--serve]           run the whole path on fixtures, with nothing else installed
   mhero-mediator map [--country CC] FILE  map a CSD document to RapidPro contacts and targeting fields, offline
+  mhero-mediator state show|reset         where the state stands; reset --watermark forces a full pull
   mhero-mediator fakes [flags]            serve a fake OpenInfoMan and RapidPro on fixed ports, for a trial
   mhero-mediator healthcheck [--url URL]  exit 0 when the service's /healthz answers 200 (the container's check)
 
@@ -61,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"sync":  runSync,
 		"plan":  runPlan,
 		"demo":  runDemo,
+		"state": runState,
 
 		// for the Docker image and the compose stack
 		"fakes":       runFakes,
