@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,11 +95,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- svc.serve(svcCtx, nil) }()
-	if err := waitRegistered(ctx, core, cfg.mediatorURN, served); err != nil {
+	syncURL := fmt.Sprintf("http://127.0.0.1:%d/sync", port)
+	if err := waitReady(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), served); err != nil {
 		return err
 	}
 
-	syncURL := fmt.Sprintf("http://127.0.0.1:%d/sync", port)
 	fmt.Fprintf(stdout, "Registered %s with the fake OpenHIM core; triggering %s as its polling channel does.\n\n", cfg.mediatorURN, syncURL)
 	// Core calls the route the registration declared, not syncURL itself.
 	tx, err := core.Poll(ctx, cfg.mediatorURN)
@@ -133,14 +134,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return <-served
 }
 
-// waitRegistered waits until the service has registered with core, or failed.
-func waitRegistered(ctx context.Context, core *openhimtest.Core, urn string, served <-chan error) error {
+// waitReady waits until the service is ready (registered with core and its
+// console config applied, so that the poll is not answered 503), or failed.
+func waitReady(ctx context.Context, readyURL string, served <-chan error) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(30 * time.Second)
 	for {
-		if _, ok := core.Mediator(urn); ok {
-			return nil
+		if resp, err := http.Get(readyURL); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
 		}
 		select {
 		case err := <-served:

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,26 +275,12 @@ func TestComposeStack(t *testing.T) {
 	served := make(chan error, 1)
 	logs := &lockedBuffer{}
 	go func() { served <- run(svcCtx, []string{"serve"}, logs, logs) }() // the image's CMD
-	if err := waitRegistered(ctx, core, cfg.mediatorURN, served); err != nil {
+	if err := waitReady(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), served); err != nil {
 		t.Fatalf("%v\n%s", err, logs)
 	}
 	stored, _ := core.Mediator(cfg.mediatorURN)
 	if ch := stored.Mediator.DefaultChannelConfig; len(ch) == 0 || ch[0].PollingSchedule != mhero.env["MHERO_POLLING_SCHEDULE"] {
 		t.Errorf("registered channels %+v, want the polling schedule %q", ch, mhero.env["MHERO_POLLING_SCHEDULE"])
-	}
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the service never became ready\n%s", logs)
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 
 	// The image's health check, as Docker runs it in this container.
