@@ -3,6 +3,7 @@ package mediator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -83,39 +84,16 @@ func (c *Completer) Run(ctx context.Context) error {
 	if maxWait <= 0 {
 		maxWait = 5 * time.Minute
 	}
+	// Run starts before the service can answer a trigger Processing, so
+	// a run in progress here is one a stop cut.
 	if err := c.failInterrupted(); err != nil {
 		return err
 	}
 	wait := minWait
 	for {
-		failed := false
-		pending, err := c.State.completions()
-		if err != nil {
+		failed, err := c.sendAll(ctx)
+		if err != nil || ctx.Err() != nil {
 			return err
-		}
-		for id, data := range pending {
-			if data == nil {
-				continue // its run goes on
-			}
-			var r openhim.Response
-			if err := json.Unmarshal(data, &r); err != nil {
-				return fmt.Errorf("state: completion %s: %w", id, err)
-			}
-			if err := c.Put(ctx, id, r); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				c.Logger.Warn("OpenHIM transaction not completed yet; trying again", "transaction", id, "err", err)
-				failed = true
-				continue
-			}
-			if err := c.State.deleteCompletion(id); err != nil {
-				return err
-			}
-			c.Logger.Info("OpenHIM transaction completed", "transaction", id, "status", r.Status)
-			if c.OnDone != nil {
-				c.OnDone(id)
-			}
 		}
 		var timer <-chan time.Time
 		if failed {
@@ -131,6 +109,70 @@ func (c *Completer) Run(ctx context.Context) error {
 		case <-timer:
 		}
 	}
+}
+
+// Drain makes one pass over the recorded completions, as a stopping
+// service does after its last runs; what it cannot send stays in the state
+// for the next start.
+func (c *Completer) Drain(ctx context.Context) error {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	_, err := c.sendAll(ctx)
+	return err
+}
+
+// sendAll PUTs every final response recorded and tells whether one failed
+// in a way worth trying again. An update core can never take (the
+// transaction is gone, or core refuses its content) is dropped.
+func (c *Completer) sendAll(ctx context.Context) (failed bool, err error) {
+	pending, err := c.State.completions()
+	if err != nil {
+		return false, err
+	}
+	for id, data := range pending {
+		if data == nil {
+			continue // its run goes on
+		}
+		var r openhim.Response
+		if err := json.Unmarshal(data, &r); err != nil {
+			return false, fmt.Errorf("state: completion %s: %w", id, err)
+		}
+		err := c.Put(ctx, id, r)
+		switch {
+		case err == nil:
+			c.Logger.Info("OpenHIM transaction completed", "transaction", id, "status", r.Status)
+		case ctx.Err() != nil:
+			return false, nil
+		case permanent(err):
+			c.Logger.Error("OpenHIM will never take this transaction's completion; dropped", "transaction", id, "err", err)
+		default:
+			c.Logger.Warn("OpenHIM transaction not completed yet; trying again", "transaction", id, "err", err)
+			failed = true
+			continue
+		}
+		if err := c.State.deleteCompletion(id); err != nil {
+			return false, err
+		}
+		if c.OnDone != nil {
+			c.OnDone(id)
+		}
+	}
+	return failed, nil
+}
+
+// permanent tells a refusal no retry can change: a 4xx other than an auth
+// or rate refusal (the transaction is gone, or core refuses the update).
+func permanent(err error) bool {
+	var se *openhim.StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return false
+	}
+	return se.StatusCode >= 400 && se.StatusCode < 500
 }
 
 // failInterrupted completes as failed the transactions whose run a stop of

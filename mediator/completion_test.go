@@ -79,3 +79,18 @@ func TestRestartCompletesAnInterruptedTransaction(t *testing.T) {
 		t.Fatalf("completions left in the state: %v", left)
 	}
 }
+
+// A completion core can never take (the transaction is gone: 404) is
+// dropped, not retried for ever.
+func TestCompletionCoreRefusesIsDropped(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	done := make(chan string, 1)
+	c := newTestCompleter(t, e.core, e.state, done)
+	if err := c.complete("0123456789abcdef01234567", inProgressResponse(testURN)); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if left, _ := e.state.completions(); len(left) != 0 {
+		t.Fatalf("a completion core answers 404 for is kept: %d left", len(left))
+	}
+}

@@ -54,7 +54,7 @@ var (
 	providerLabels  = []string{"unchanged", "deferred", "retried"}
 	systemLabels    = []string{"openinfoman", "rapidpro", "openhim"}
 	transportLabels = []string{"timeout", "refused", "dns", "tls", "reset", "other"}
-	scopeLabels     = []string{"v2.contacts", "v2"}
+	scopeLabels     = []string{"v2_contacts", "v2"} // RapidPro's rate scopes, snake_case
 )
 
 // NewMetrics registers the service's series on reg, or on a new registry
@@ -199,12 +199,16 @@ func transportClass(err error) string {
 // ObserveThrottleWait and ObserveRetryAfter feed the RapidPro client's rate
 // hooks.
 func (m *Metrics) ObserveThrottleWait(scope string, waited time.Duration) {
-	m.throttleWait.WithLabelValues(scope).Add(waited.Seconds())
+	m.throttleWait.WithLabelValues(scopeLabel(scope)).Add(waited.Seconds())
 }
+
+// scopeLabel is a RapidPro rate scope as a label value (v2.contacts is
+// v2_contacts).
+func scopeLabel(scope string) string { return strings.ReplaceAll(scope, ".", "_") }
 
 // ObserveRetryAfter records a Retry-After RapidPro answered.
 func (m *Metrics) ObserveRetryAfter(scope string, after time.Duration) {
-	m.retryAfter.WithLabelValues(scope).Observe(after.Seconds())
+	m.retryAfter.WithLabelValues(scopeLabel(scope)).Observe(after.Seconds())
 }
 
 // SeedLastSuccess sets the last-success gauge from the state at start, so

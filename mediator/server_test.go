@@ -83,7 +83,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`mhero_sync_urn_conflicts_total 1`,
 		`mhero_upstream_request_duration_seconds_count{system="rapidpro"}`,
 		`mhero_upstream_transport_errors_total{class="refused",system="openinfoman"} 0`,
-		`mhero_rapidpro_throttle_wait_seconds_total{scope="v2.contacts"} 0`,
+		`mhero_rapidpro_throttle_wait_seconds_total{scope="v2_contacts"} 0`,
 		`mhero_rapidpro_retry_after_seconds_count{scope="v2"} 0`,
 		`mhero_sync_contacts_written_total{action="created"} 16`,
 		`mhero_sync_contacts_written_total{action="updated"} 0`,

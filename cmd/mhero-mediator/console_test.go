@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/openhie/mhero-mediator/csd/csdtest"
+	"github.com/openhie/mhero-mediator/openhim"
 	"github.com/openhie/mhero-mediator/openhim/openhimtest"
 	"github.com/openhie/mhero-mediator/rapidpro/rapidprotest"
 )
@@ -136,4 +137,59 @@ func groupsOf(w *rapidprotest.Server) []string {
 		}
 	}
 	return out
+}
+
+// A run answered Processing and cut by a shutdown has its transaction
+// completed before the service exits, not left Processing until a restart.
+func TestShutdownCompletesACutTransaction(t *testing.T) {
+	core := openhimtest.New(openhimtest.Options{})
+	defer core.Close()
+	doc, err := os.ReadFile(demoFixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry, err := csdtest.New(doc, csdtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer registry.Close()
+	workspace := rapidprotest.New(rapidprotest.Options{Country: "LR"})
+	defer workspace.Close()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	svc, err := commandService("serve", []string{
+		"--oim-url", registry.URL(), "--rapidpro-url", workspace.URL(), "--rapidpro-token", workspace.Token(), "--rapidpro-rate", "3600",
+		"--state-file", filepath.Join(t.TempDir(), "state.db"), "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--public-host", "127.0.0.1",
+		"--openhim-url", core.URL(), "--openhim-username", "root@openhim.org", "--openhim-password", "openhim-password",
+		"--answer-budget", "300ms", "--shutdown-grace", "200ms",
+	}, &stderr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.close()
+	tick := make(chan time.Time)
+	svc.heartbeatTick = tick
+	ctx, cancel := context.WithCancel(context.Background())
+	served, listening := make(chan error, 1), make(chan struct{})
+	go func() { served <- svc.serve(ctx, func(string) { close(listening) }) }()
+	<-listening
+	tick <- time.Now() // registered and configured
+	// At 3,600 requests an hour the 16 creates take 16 s: the run outlasts
+	// the answer budget, and the shutdown's grace.
+	tx, err := core.Poll(context.Background(), svc.cfg.mediatorURN)
+	if err != nil || tx.Response.Status != openhim.StatusProcessing {
+		t.Fatalf("answered %v %s", err, tx.RawBody)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	for _, x := range core.Transactions() {
+		if x.ID == tx.ID && x.Status == openhim.StatusProcessing {
+			t.Fatalf("after the shutdown the transaction is still Processing\n%s", stderr.String())
+		}
+	}
 }

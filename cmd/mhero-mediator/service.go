@@ -219,6 +219,13 @@ func (s *service) serve(ctx context.Context, started func(addr string)) error {
 	}
 	stopCompleter()
 	<-completerDone
+	if completer != nil && completer.Put != nil {
+		// The last runs' transactions, a cut one's included, are completed
+		// now rather than at the next start.
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancelDrain()
+		err = errors.Join(err, completer.Drain(drainCtx))
+	}
 	return err
 }
 
