@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,40 +26,14 @@ func TestSecretsStayHome(t *testing.T) {
 		corePass = "core-secret-pa55"
 		syncPass = "sync-secret-pa55"
 	)
-	core := openhimtest.New(openhimtest.Options{Users: map[string]string{"mhero@moh.example": corePass}})
-	defer core.Close()
-	doc, err := os.ReadFile(demoFixture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	registry, err := csdtest.New(doc, csdtest.Options{Username: "oim", Password: oimPass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer registry.Close()
-	workspace := rapidprotest.New(rapidprotest.Options{Token: rpToken, Country: "LR"})
-	defer workspace.Close()
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStack(t, openhimtest.Options{Users: map[string]string{"mhero@moh.example": corePass}},
+		csdtest.Options{Username: "oim", Password: oimPass}, rapidprotest.Options{Token: rpToken},
+		"--oim-username", "oim", "--oim-password", oimPass, "--rapidpro-rate", "0",
+		"--openhim-username", "mhero@moh.example", "--openhim-password", corePass,
+		"--sync-username", "openhim", "--sync-password", syncPass, "--log-level", "debug")
+	core, port := st.core, st.port
 	var logs bytes.Buffer
-	svc, err := commandService("serve", []string{
-		"--oim-url", registry.URL(), "--oim-username", "oim", "--oim-password", oimPass,
-		"--rapidpro-url", workspace.URL(), "--rapidpro-token", rpToken, "--rapidpro-rate", "0",
-		"--state-file", filepath.Join(t.TempDir(), "state.db"), "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--public-host", "127.0.0.1",
-		"--openhim-url", core.URL(), "--openhim-username", "mhero@moh.example", "--openhim-password", corePass,
-		"--sync-username", "openhim", "--sync-password", syncPass, "--log-level", "debug",
-	}, &logs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.close()
-	tick := make(chan time.Time)
-	svc.heartbeatTick = tick
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- svc.serve(ctx, nil) }()
+	svc, tick, stop := st.serve(t, &logs, nil)
 	tick <- time.Now() // registered, and the first beat has applied the config
 	tx, err := core.Poll(context.Background(), svc.cfg.mediatorURN)
 	if err != nil || tx.Response.Properties["created"] == "" {
@@ -84,10 +55,7 @@ func TestSecretsStayHome(t *testing.T) {
 	for _, r := range core.Requests() {
 		places["core request "+r.Method+" "+r.Path] += r.Body
 	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	places["logs"] = logs.String()
 	for where, text := range places {
 		for _, secret := range []string{rpToken, oimPass, corePass, syncPass} {
