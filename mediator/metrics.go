@@ -47,7 +47,7 @@ type Metrics struct {
 // Label values every series starts with, so that a rate() or an alert has a
 // zero to compare with before the first event.
 var (
-	resultLabels    = []string{"successful", "completed_with_errors", "failed"}
+	resultLabels    = []string{"successful", "completed_with_errors", "failed", "cut"}
 	writeLabels     = []string{"created", "updated", "group_added", "group_removed", "blocked", "unblocked"}
 	skipLabels      = []string{SkipNoID, SkipNoPhone, SkipInvalidPhone}
 	failLabels      = []string{ReasonDuplicateGlobalID, ReasonURNConflict, ReasonContactBlocked, ReasonStaleContact, ReasonGroupAdd, ReasonGroupRemove, ReasonBlock, ReasonUnblock}
@@ -68,7 +68,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m := &Metrics{
 		Registry: reg,
 		runs: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "mhero_sync_runs_total", Help: "Sync runs by outcome: successful, completed_with_errors or failed (the OpenHIM status).",
+			Name: "mhero_sync_runs_total", Help: "Sync runs by outcome: successful, completed_with_errors or failed (the OpenHIM status), or cut by the service's shutdown.",
 		}, []string{"result"}),
 		duration: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "mhero_sync_duration_seconds", Help: "How long sync runs took.",
@@ -231,7 +231,11 @@ func resultLabel(status string) string {
 }
 
 func (m *Metrics) observe(r *Report) {
-	m.runs.WithLabelValues(resultLabel(r.Status)).Inc()
+	result := resultLabel(r.Status)
+	if r.Cut {
+		result = "cut" // by the service's shutdown: not an alert
+	}
+	m.runs.WithLabelValues(result).Inc()
 	m.duration.Observe(r.Finished.Sub(r.Started).Seconds())
 	for action, n := range map[string]int{
 		"created": r.Created, "updated": r.Updated, "group_added": r.GroupAdded,

@@ -57,6 +57,9 @@ type Report struct {
 	Full bool
 	// Reconciled is set when the whole registry was compared with the group.
 	Reconciled bool
+	// Cut is set when the service's shutdown cut the run: a deploy, not a
+	// failure of the run.
+	Cut bool
 	// DirectoryChanged is set when a facility or organization changed, so
 	// that every provider was mapped again.
 	DirectoryChanged bool

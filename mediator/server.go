@@ -65,7 +65,7 @@ type Server struct {
 	// Runs take their context from here rather than from the request, so a
 	// shutdown can let them finish and then stop what is left.
 	runCtx    context.Context
-	cancelRun context.CancelFunc
+	cancelRun context.CancelCauseFunc
 	runs      sync.WaitGroup
 }
 
@@ -95,7 +95,7 @@ func NewServer(opts ServerOptions) *Server {
 	if opts.SeparateOps {
 		s.Ops = newEcho()
 	}
-	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
+	s.runCtx, s.cancelRun = context.WithCancelCause(context.Background())
 
 	triggers := e.Group("")
 	if opts.Username != "" || opts.Password != "" {
@@ -276,14 +276,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// The grace is over: the run is cut, its work left pending for the
 		// next run and its answer recorded as such. That is the shutdown
 		// working, not failing.
-		s.cancelRun()
+		s.cancelRun(ErrShutdown)
 		<-done
 		s.opts.Logger.Warn("shutdown: a sync run was cut; the next run finishes its work")
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			err = nil
 		}
 	}
-	s.cancelRun()
+	s.cancelRun(ErrShutdown)
 	return err
 }
 

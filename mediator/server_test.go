@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/openhie/mhero-mediator/openhim"
 	"github.com/openhie/mhero-mediator/openhim/openhimtest"
 )
@@ -246,5 +248,9 @@ func TestShutdownCutsALongRunWithoutError(t *testing.T) {
 	<-answered
 	if wm, _ := e.state.Watermark(); !wm.IsZero() {
 		t.Fatal("a cut run advanced the watermark")
+	}
+	// A deploy is not a failing run: the run counts as cut.
+	if cut, failed := testutil.ToFloat64(e.metrics.runs.WithLabelValues("cut")), testutil.ToFloat64(e.metrics.runs.WithLabelValues("failed")); cut != 1 || failed != 0 {
+		t.Fatalf("runs cut %v, failed %v", cut, failed)
 	}
 }

@@ -22,6 +22,10 @@ import (
 // ErrRunInProgress answers a trigger that arrives while a run is going on.
 var ErrRunInProgress = errors.New("a sync run is already in progress")
 
+// ErrShutdown is the cause of a run's context when the service's shutdown
+// cut it: the run is reported as cut, not as failed.
+var ErrShutdown = errors.New("the service shut down")
+
 // Options are the Syncer's fixed wiring, set once at start.
 type Options struct {
 	State   *State
@@ -194,6 +198,10 @@ func (s *Syncer) RunWith(ctx context.Context, o RunOptions) (*Report, error) {
 	defer s.opts.Metrics.inProgress.Set(0)
 
 	r := s.run(ctx, o)
+	if errors.Is(context.Cause(ctx), ErrShutdown) {
+		r.Cut = true
+		r.StoppedBy = "the service shut down during the run; what it did not do is pending for the next run"
+	}
 	s.history.add(r)
 	s.opts.Metrics.observe(r)
 	s.opts.Logger.Info("sync run finished", r.logAttrs()...)
