@@ -89,11 +89,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	t := &s.Targeting
 	fs.StringVar(&t.FacilitiesDocument, "facilities-document", "", "OpenInfoMan document holding the facility directory (empty: the providers' document)")
 	fs.StringVar(&t.OrganizationsDocument, "organizations-document", "", "OpenInfoMan document holding the organization directory (empty: the providers' document)")
-	fs.StringVar(&t.CadreScheme, "cadre-scheme", "", "coding scheme of the provider codedType that is the cadre (empty: the first codedType)")
-	fs.IntVar(&t.DistrictLevel, "district-level", mediator.DefaultDistrictLevel, "organization level whose name is the district (1 is the root, the country)")
-	fs.StringVar(&t.DistrictCode, "district-code", "", "organization codedType code that marks a district, instead of --district-level")
-	fs.Var(fieldLabels{&t.Fields}, "field-label", "RapidPro label of a targeting field, as `name=Label` (names: "+strings.Join(targetNames, ", ")+"); repeat or separate with commas")
-	fs.StringVar(&c.cadreNamesFile, "cadre-names", "", "SVS value set file naming the cadre codes, for registries whose providers carry codes only")
+	targetingFlags(fs, t, &c.cadreNamesFile)
 	s.Reconcile.EveryHours = mediator.DefaultReconcileHours
 	fs.Var(hours{&s.Reconcile.EveryHours}, "reconcile-every", "time between full reconciliations, in whole `hours`: 24, 24h or 168h")
 	fs.Float64Var(&s.Reconcile.MaxRetireShare, "max-retire-share", mediator.DefaultMaxRetireShare, "largest share of the managed contacts one run retires without --confirm-retire (1: no limit)")
@@ -198,6 +194,16 @@ func (h hours) Set(v string) error {
 	}
 	*h.h = int(d / time.Hour)
 	return nil
+}
+
+// targetingFlags are the flags that shape how a provider resolves to its
+// targeting fields, for serve, sync, plan and map alike.
+func targetingFlags(fs *flag.FlagSet, t *mediator.TargetingSettings, cadreNamesFile *string) {
+	fs.StringVar(&t.CadreScheme, "cadre-scheme", "", "coding scheme of the provider codedType that is the cadre (empty: the first codedType)")
+	fs.IntVar(&t.DistrictLevel, "district-level", mediator.DefaultDistrictLevel, "organization level whose name is the district (1 is the root, the country)")
+	fs.StringVar(&t.DistrictCode, "district-code", "", "organization codedType code that marks a district, instead of --district-level")
+	fs.Var(fieldLabels{&t.Fields}, "field-label", "RapidPro label of a targeting field, as `name=Label` (names: "+strings.Join(targetNames, ", ")+"); repeat or separate with commas")
+	fs.StringVar(cadreNamesFile, "cadre-names", "", "SVS value set file naming the cadre codes, for registries whose providers carry codes only")
 }
 
 // cadreNames reads the --cadre-names value set, if one was given.

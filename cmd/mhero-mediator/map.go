@@ -49,11 +49,8 @@ func runMap(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	facilities := fs.String("facilities", "", "CSD document holding the facility directory (empty: FILE)")
 	organizations := fs.String("organizations", "", "CSD document holding the organization directory (empty: FILE)")
 	var t mediator.TargetingSettings
-	fs.StringVar(&t.CadreScheme, "cadre-scheme", "", "coding scheme of the provider codedType that is the cadre (empty: the first codedType)")
-	fs.IntVar(&t.DistrictLevel, "district-level", mediator.DefaultDistrictLevel, "organization level whose name is the district (1 is the root, the country)")
-	fs.StringVar(&t.DistrictCode, "district-code", "", "organization codedType code that marks a district, instead of --district-level")
-	fs.Var(fieldLabels{&t.Fields}, "field-label", "RapidPro label of a targeting field, as `name=Label`; repeat or separate with commas")
-	cadreNamesFile := fs.String("cadre-names", "", "SVS value set file naming the cadre codes")
+	var cadreNamesFile string
+	targetingFlags(fs, &t, &cadreNamesFile)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, mapUsage)
 		fs.PrintDefaults()
@@ -75,7 +72,7 @@ func runMap(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cadreNames, err := readCadreNames(*cadreNamesFile)
+	cadreNames, err := readCadreNames(cadreNamesFile)
 	if err != nil {
 		return err
 	}
