@@ -257,8 +257,15 @@ func (s *State) Fingerprint() (string, error) {
 // and digests made for another workspace, group or policy say nothing about
 // this one. The bootstrap cache is kept; it carries its own key.
 func (s *State) Retarget(fingerprint string) error {
+	return s.startOver("retarget", [][]byte{bucketProviders, bucketPending, bucketRejected, bucketWriteBack},
+		[][]byte{keyWatermark, keyScanned, keyReconciled}, keyFingerprint, fingerprint)
+}
+
+// startOver empties buckets, forgets run keys and records the fingerprint
+// under fpKey, in one transaction: a crash leaves the old state or the new.
+func (s *State) startOver(what string, buckets, keys [][]byte, fpKey []byte, fingerprint string) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketProviders, bucketPending, bucketRejected, bucketWriteBack} {
+		for _, name := range buckets {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 				return err
 			}
@@ -267,7 +274,7 @@ func (s *State) Retarget(fingerprint string) error {
 			}
 		}
 		run := tx.Bucket(bucketRun)
-		for _, k := range [][]byte{keyWatermark, keyScanned, keyReconciled} {
+		for _, k := range keys {
 			if err := run.Delete(k); err != nil {
 				return err
 			}
@@ -276,10 +283,10 @@ func (s *State) Retarget(fingerprint string) error {
 		if err != nil {
 			return err
 		}
-		return run.Put(keyFingerprint, data)
+		return run.Put(fpKey, data)
 	})
 	if err != nil {
-		return fmt.Errorf("state: retarget: %w", err)
+		return fmt.Errorf("state: %s: %w", what, err)
 	}
 	return nil
 }
@@ -530,29 +537,8 @@ func (s *State) directoryMarks() (directoryMarks, error) {
 // so that every provider is mapped again; links and digests are kept (a
 // contact whose mapping is unchanged still costs nothing).
 func (s *State) Remap(fingerprint string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketPlaces); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-			return err
-		}
-		if _, err := tx.CreateBucket(bucketPlaces); err != nil {
-			return err
-		}
-		run := tx.Bucket(bucketRun)
-		for _, k := range [][]byte{keyPlacesMark[csd.KindFacility], keyPlacesMark[csd.KindOrganization], keyWatermark, keyReresolve} {
-			if err := run.Delete(k); err != nil {
-				return err
-			}
-		}
-		data, err := json.Marshal(fingerprint)
-		if err != nil {
-			return err
-		}
-		return run.Put(keyMapping, data)
-	})
-	if err != nil {
-		return fmt.Errorf("state: remap: %w", err)
-	}
-	return nil
+	return s.startOver("remap", [][]byte{bucketPlaces},
+		[][]byte{keyPlacesMark[csd.KindFacility], keyPlacesMark[csd.KindOrganization], keyWatermark, keyReresolve}, keyMapping, fingerprint)
 }
 
 // Directory loads every stored place.
