@@ -52,6 +52,12 @@ type Options struct {
 	// CadreNames maps cadre codes to display names, for registries whose
 	// provider codedTypes carry codes only (an SVS value set).
 	CadreNames map[string]string
+	// WriteConcurrency is how many writes may wait on RapidPro at once
+	// (within its rate budget): a self-hosted RapidPro with no limit or a
+	// raised one is synced that many times as fast when latency dominates.
+	// Writes for the same provider, phone or contact stay in order. Zero
+	// or one writes one at a time.
+	WriteConcurrency int
 	// WatermarkMargin is taken off the last run's start when asking for
 	// changed providers, against clock skew between this host and the registry.
 	WatermarkMargin time.Duration
@@ -320,8 +326,11 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		rp: rp, groupUUID: boot.GroupUUID, idx: idx, report: r, phase: writes, logger: s.opts.Logger,
 		state: s.opts.State, progress: newProgress(), policy: settings.InactivePolicy,
 		maxConsecutive: s.opts.MaxConsecutiveFailures, targetKeys: targeting.keys(),
+		concurrency: s.opts.WriteConcurrency,
 	}
 	if o.DryRun {
+		// A plan answers its writes itself, in the order a sync makes them.
+		w.concurrency = 1
 		w.rp, w.state = &dryRun{Client: rp, idx: idx, complete: scanning && readErr == nil}, nil
 	}
 	if readErr != nil {

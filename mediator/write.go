@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/openhie/mhero-mediator/csd"
 	"github.com/openhie/mhero-mediator/rapidpro"
@@ -57,7 +58,11 @@ type contactOps interface {
 }
 
 // writer applies one run's decisions to RapidPro and records each outcome.
+// Its fields are guarded by mu, which is released while a request is on
+// the wire.
 type writer struct {
+	mu             sync.Mutex
+	concurrency    int // requests to RapidPro in flight at once
 	rp             contactOps
 	groupUUID      string
 	idx            *index
@@ -73,27 +78,22 @@ type writer struct {
 	toUnblock, toAdd, toRemove, toBlock []*item
 	retry                               []*item // conflicts that later writes may resolve
 
-	stopped        error // set when the rest of the run must wait for the next one
-	consecutive    int   // transient failures in a row
-	bootstrapStale bool  // a write found the group or a field missing
+	claimed        map[string]string // contact UUID → the key whose write took it in this run
+	stopped        error             // set when the rest of the run must wait for the next one
+	consecutive    int               // transient failures in a row
+	bootstrapStale bool              // a write found the group or a field missing
 }
 
 // run handles every item, then the group actions, and records all outcomes.
 // The error is the state's: RapidPro failures are in the report.
 func (w *writer) run(ctx context.Context, items []*item) error {
-	for _, it := range items {
-		if w.stopped == nil && ctx.Err() != nil {
-			w.stop(ctx.Err())
-		}
-		if w.stopped != nil && it.action != actionNone && it.failed == "" {
-			w.deferItem(it, w.knownUUID(it))
-		} else {
-			w.process(ctx, it)
-		}
-		w.report.meter.processed.Add(1)
-		if err := w.flush(false); err != nil {
-			return err
-		}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.concurrency > 1 {
+		w.rp = unlockedOps{ops: w.rp, mu: &w.mu}
+	}
+	if err := w.dispatch(ctx, items); err != nil {
+		return err
 	}
 	// A phone handed from one worker to another in the same delta is free
 	// only once the first worker's contact has let it go.
@@ -275,6 +275,12 @@ func (w *writer) contactOf(it *item) *rapidpro.Contact {
 // sync creates or updates one active provider's contact, if it differs.
 func (w *writer) sync(ctx context.Context, it *item) {
 	c := w.contactOf(it)
+	if c != nil && !w.claim(c.UUID, it.Key) && !it.retried {
+		// Another provider's write in flight took it: decide again once
+		// the other writes are done.
+		w.retry = append(w.retry, it)
+		return
+	}
 	var free, taken []string
 	for _, u := range it.Contact.URNs {
 		if owner := w.idx.byURN[u]; owner != nil && owner != c {

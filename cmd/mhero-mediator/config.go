@@ -29,6 +29,7 @@ type config struct {
 	settings mediator.Settings
 
 	rapidProRate          int
+	writeConcurrency      int
 	rapidProRetryAfterCap time.Duration
 	lookupThreshold       int
 	stateFile             string
@@ -97,6 +98,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.WriteBack.Code, "write-back-code", mediator.DefaultWriteBackCode, "otherID code of the written-back contact UUID")
 	fs.StringVar(&s.WriteBack.Authority, "write-back-authority", "", "otherID assigningAuthorityName of the written-back contact UUID (empty: the RapidPro URL)")
 	fs.IntVar(&c.rapidProRate, "rapidpro-rate", 3600, "RapidPro requests per hour per rate scope (0: no client-side limit)")
+	fs.IntVar(&c.writeConcurrency, "write-concurrency", 4, "RapidPro writes in flight at once, within --rapidpro-rate (1: one at a time); writes for the same worker, phone or contact stay in order")
 	fs.DurationVar(&c.rapidProRetryAfterCap, "rapidpro-retry-after-cap", time.Minute, "longest RapidPro Retry-After waited on in a run; longer defers the rest to the next run")
 	fs.IntVar(&c.lookupThreshold, "lookup-threshold", 100, "linked contacts to read above which a run may read the whole group (when that takes fewer requests) instead of one by one")
 	fs.StringVar(&c.stateFile, "state-file", "mhero-state.db", "file keeping the watermark and contact links between runs")
@@ -265,6 +267,7 @@ func (c *config) checkNumbers() error {
 	}
 	need(c.settings.OpenInfoMan.PageSize >= 1, "oim-page-size", c.settings.OpenInfoMan.PageSize, "must be at least 1")
 	need(c.rapidProRate >= 0, "rapidpro-rate", c.rapidProRate, "must be 0 (no client-side limit) or more")
+	need(c.writeConcurrency >= 1 && c.writeConcurrency <= 64, "write-concurrency", c.writeConcurrency, "must be 1 to 64")
 	need(c.rapidProRetryAfterCap > 0, "rapidpro-retry-after-cap", c.rapidProRetryAfterCap, "must be more than 0")
 	need(c.lookupThreshold >= 0, "lookup-threshold", c.lookupThreshold, "must be 0 or more")
 	need(c.syncTimeout > 0, "sync-timeout", c.syncTimeout, "must be more than 0")

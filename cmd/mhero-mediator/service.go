@@ -68,6 +68,7 @@ func buildService(cfg *config, logger *slog.Logger, open func(path string) (*med
 		OpenInfoManHTTP:       clients["openinfoman"],
 		RapidProHTTP:          clients["rapidpro"],
 		RapidProRatePerHour:   cfg.rapidProRate,
+		WriteConcurrency:      cfg.writeConcurrency,
 		RapidProRetryAfterCap: cfg.rapidProRetryAfterCap,
 		LookupThreshold:       cfg.lookupThreshold,
 		WatermarkMargin:       cfg.watermarkMargin,
