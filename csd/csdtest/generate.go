@@ -29,6 +29,25 @@ type GenerateOptions struct {
 	// organization: a CSD 2013 facility has no parent). Every entity was
 	// created and updated at Start. Without it both directories are empty.
 	Hierarchy bool
+
+	// Reachable makes every provider an active health worker with one
+	// business phone, and one in GeneratedSecondPhoneCycle a second, each
+	// phone distinct from every other provider's and spelt in one of the
+	// national ways (0777 123 456, 0777123456, +231 777 123 456,
+	// 00231777123456): every provider becomes a contact.
+	Reachable bool
+	// Updated, when set, is every provider's record@updated instead of
+	// created + Step/2: a registry that saved every record again without
+	// changing its data.
+	Updated time.Time
+	// Changed gives providers 0 … Changed-1 another surname (shifted by
+	// Revision through the list of surnames; 0 means 1, so that a later
+	// revision changes the same providers again), with record@updated at
+	// ChangedAt when that is set. Ids, forenames and phones stay as they
+	// were.
+	Changed   int
+	Revision  int
+	ChangedAt time.Time
 }
 
 // Shapes of the generated providers, fixed so that tests can count them.
@@ -40,6 +59,10 @@ const (
 	generatedPhoneCycle = 3
 	// Provider i is inactive (106-002) when i mod 10 == 9.
 	generatedInactiveCycle = 10
+	// GeneratedSecondPhoneCycle: with Reachable, provider i has a second
+	// phone when i mod 10 < 3.
+	GeneratedSecondPhoneCycle = 10
+	generatedSecondPhones     = 3
 	// GeneratedDistricts and GeneratedChiefdoms size the hierarchy that
 	// GenerateOptions.Hierarchy writes.
 	GeneratedDistricts = 4
@@ -92,6 +115,9 @@ func Generate(w io.Writer, n int, opts GenerateOptions) error {
 	if n < 0 {
 		return fmt.Errorf("csdtest: cannot generate %d providers", n)
 	}
+	if opts.Reachable && 2*n > distinctNumbers {
+		return fmt.Errorf("csdtest: cannot give %d reachable providers distinct phones", n)
+	}
 	if opts.Start.IsZero() {
 		opts.Start = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
@@ -123,13 +149,25 @@ func Generate(w io.Writer, n int, opts GenerateOptions) error {
 }
 
 func writeProvider(w *bufio.Writer, i int, rng *rand.Rand, opts GenerateOptions) {
-	forename, surname := forenames[rng.IntN(len(forenames))], surnames[rng.IntN(len(surnames))]
+	forename, s := forenames[rng.IntN(len(forenames))], rng.IntN(len(surnames))
 	cadre := cadres[rng.IntN(len(cadres))]
 	lang := languages[rng.IntN(len(languages))]
 	created := opts.Start.Add(time.Duration(i) * opts.Step)
 	updated := created.Add(opts.Step / 2)
+	if !opts.Updated.IsZero() {
+		updated = opts.Updated
+	}
+	if i < opts.Changed {
+		// Shifting the index already drawn keeps the rng's sequence, so
+		// every other provider stays as it was.
+		s += max(opts.Revision, 1)
+		if !opts.ChangedAt.IsZero() {
+			updated = opts.ChangedAt
+		}
+	}
+	surname := surnames[s%len(surnames)]
 	status := activeStatus[i%len(activeStatus)]
-	if i%generatedInactiveCycle == generatedInactiveCycle-1 {
+	if i%generatedInactiveCycle == generatedInactiveCycle-1 && !opts.Reachable {
 		status = "106-002"
 	}
 
@@ -139,8 +177,15 @@ func writeProvider(w *bufio.Writer, i int, rng *rand.Rand, opts GenerateOptions)
 	w.WriteString("      <demographic>\n        <name>\n")
 	fmt.Fprintf(w, "          <commonName>%s %s</commonName>\n          <forename>%s</forename>\n          <surname>%s</surname>\n", forename, surname, forename, surname)
 	w.WriteString("        </name>\n")
-	for range i % generatedPhoneCycle {
-		writeContact(w, csd.ContactPhone, localNumber(rng))
+	if opts.Reachable {
+		writeContact(w, csd.ContactPhone, distinctNumber(2*i, rng))
+		if i%GeneratedSecondPhoneCycle < generatedSecondPhones {
+			writeContact(w, csd.ContactPhone, distinctNumber(2*i+1, rng))
+		}
+	} else {
+		for range i % generatedPhoneCycle {
+			writeContact(w, csd.ContactPhone, localNumber(rng))
+		}
 	}
 	writeContact(w, csd.ContactFax, localNumber(rng))
 	w.WriteString("      </demographic>\n")
@@ -194,6 +239,28 @@ func localNumber(rng *rand.Rand) string {
 		return fmt.Sprintf("%s%03d%03d", prefix, a, b)
 	}
 	return fmt.Sprintf("+231-%s-%03d-%03d", prefix[1:], a, b)
+}
+
+// distinctNumbers is how many numbers distinctNumber spells: a local
+// number of six digits under each of the phonePrefixes.
+const distinctNumbers = 1_000_000 * 4
+
+// distinctNumber is the k-th of distinctNumbers Liberian mobile numbers, in
+// one of the national spellings. Multiplying by a number prime to
+// distinctNumbers spreads consecutive k over the prefixes and digits while
+// never giving two k (below distinctNumbers) the same number.
+func distinctNumber(k int, rng *rand.Rand) string {
+	m := k * 7919 % distinctNumbers
+	prefix, a, b := phonePrefixes[m/1_000_000], m/1000%1000, m%1000
+	switch rng.IntN(4) {
+	case 0:
+		return fmt.Sprintf("%s %03d %03d", prefix, a, b)
+	case 1:
+		return fmt.Sprintf("%s%03d%03d", prefix, a, b)
+	case 2:
+		return fmt.Sprintf("+231 %s %03d %03d", prefix[1:], a, b)
+	}
+	return fmt.Sprintf("00231%s%03d%03d", prefix[1:], a, b)
 }
 
 // stickyWriter keeps the first write error so that Generate can stop early
