@@ -5,6 +5,8 @@
 package csd
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"strings"
 	"time"
 )
@@ -134,4 +136,59 @@ func (p *Provider) ContactValues(code string) []string {
 		}
 	}
 	return out
+}
+
+// Fingerprint sums up everything the provider says except when its record
+// was created or updated and where it stands in its document: a record
+// whose dates moved while its data did not keeps its fingerprint, so a
+// caller can tell that mapping it again would give what it gave before.
+func (p *Provider) Fingerprint() [sha256.Size]byte {
+	buf := make([]byte, 0, 1024)
+	str := func(s string) {
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		buf = append(buf, s...)
+	}
+	strs := func(list []string) {
+		buf = binary.AppendUvarint(buf, uint64(len(list)))
+		for _, s := range list {
+			str(s)
+		}
+	}
+	codes := func(list []Code) {
+		buf = binary.AppendUvarint(buf, uint64(len(list)))
+		for _, c := range list {
+			str(c.Code)
+			str(c.CodingScheme)
+			str(c.Display)
+		}
+	}
+	str(p.EntityID)
+	buf = binary.AppendUvarint(buf, uint64(len(p.OtherIDs)))
+	for _, id := range p.OtherIDs {
+		str(id.Code)
+		str(id.AssigningAuthorityName)
+		str(id.Value)
+	}
+	codes(p.CodedTypes)
+	buf = binary.AppendUvarint(buf, uint64(len(p.Names)))
+	for _, n := range p.Names {
+		strs(n.CommonNames)
+		str(n.Honorific)
+		strs(n.Forenames)
+		str(n.Surname)
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(p.ContactPoints)))
+	for _, cp := range p.ContactPoints {
+		str(cp.Code)
+		str(cp.CodingScheme)
+		str(cp.Value)
+	}
+	codes(p.Languages)
+	strs(p.Facilities)
+	strs(p.Organizations)
+	codes(p.Specialties)
+	str(p.Record.Status)
+	str(p.Record.SourceDirectory)
+	strs(p.Problems)
+	return sha256.Sum256(buf)
 }

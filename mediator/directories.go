@@ -12,11 +12,12 @@ import (
 	"github.com/openhie/mhero-mediator/csd"
 )
 
-// checkMapping tells whether the settings that shape a contact (country,
-// targeting, directory documents, cadre names) differ from those the state
-// was mapped with; if so (and not dry) the directories start over and every
-// provider is pulled and mapped again, its link kept.
-func (s *Syncer) checkMapping(settings Settings, boot bootstrap, t *Targeting, dry bool) (bool, error) {
+// checkMapping fingerprints the settings that shape a contact (country,
+// targeting, directory documents, cadre names) and tells whether they
+// differ from those the state was mapped with; if so (and not dry) the
+// directories start over and every provider is pulled and mapped again,
+// its link kept.
+func (s *Syncer) checkMapping(settings Settings, boot bootstrap, t *Targeting, dry bool) (fp string, changed bool, err error) {
 	parts := []string{"mapping", boot.Country, settings.OpenInfoMan.URL, settings.OpenInfoMan.Document,
 		settings.Targeting.facilitiesDocument(settings), settings.Targeting.organizationsDocument(settings),
 		settings.Targeting.CadreScheme, strconv.Itoa(settings.Targeting.districtLevel()), settings.Targeting.DistrictCode}
@@ -26,15 +27,15 @@ func (s *Syncer) checkMapping(settings Settings, boot bootstrap, t *Targeting, d
 	for _, code := range slices.Sorted(maps.Keys(s.opts.CadreNames)) {
 		parts = append(parts, code, s.opts.CadreNames[code])
 	}
-	fp := digestOf(parts...)
+	fp = digestOf(parts...)
 	marks, err := s.opts.State.directoryMarks()
 	if err != nil || marks.mapping == fp {
-		return false, err
+		return fp, false, err
 	}
 	if dry {
-		return true, nil
+		return fp, true, nil
 	}
-	return true, s.opts.State.Remap(fp)
+	return fp, true, s.opts.State.Remap(fp)
 }
 
 // loadMarks reads where the state stands. A run that starts the state

@@ -51,7 +51,7 @@ var (
 	writeLabels     = []string{"created", "updated", "group_added", "group_removed", "blocked", "unblocked"}
 	skipLabels      = []string{SkipNoID, SkipNoPhone, SkipInvalidPhone}
 	failLabels      = []string{ReasonDuplicateGlobalID, ReasonURNConflict, ReasonContactBlocked, ReasonStaleContact, ReasonGroupAdd, ReasonGroupRemove, ReasonBlock, ReasonUnblock}
-	providerLabels  = []string{"unchanged", "deferred", "retried"}
+	providerLabels  = []string{"unchanged", "deferred", "retried", "mapped"}
 	systemLabels    = []string{"openinfoman", "rapidpro", "openhim"}
 	transportLabels = []string{"timeout", "refused", "dns", "tls", "reset", "other"}
 	scopeLabels     = []string{"v2_contacts", "v2"} // RapidPro's rate scopes, snake_case
@@ -84,7 +84,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "mhero_sync_providers_failed_total", Help: "Providers that could not be synced, by reason.",
 		}, []string{"reason"}),
 		providers: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "mhero_sync_providers_total", Help: "Providers by what a run did with them: unchanged, deferred to the next run, retried from an earlier one.",
+			Name: "mhero_sync_providers_total", Help: "Providers by what a run did with them: unchanged, deferred to the next run, retried from an earlier one, mapped (the others' records were unchanged since their contact was confirmed).",
 		}, []string{"outcome"}),
 		outstanding: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mhero_sync_outstanding_providers", Help: "Providers waiting after the last run: pending (for the next run) or rejected (until their record changes).",
@@ -252,6 +252,7 @@ func (m *Metrics) observe(r *Report) {
 	m.providers.WithLabelValues("unchanged").Add(float64(r.Unchanged))
 	m.providers.WithLabelValues("deferred").Add(float64(r.Deferred))
 	m.providers.WithLabelValues("retried").Add(float64(r.Retried))
+	m.providers.WithLabelValues("mapped").Add(float64(r.Mapped))
 	m.urnConflicts.Add(float64(r.URNConflicts))
 	if r.Err == nil {
 		m.outstanding.WithLabelValues("pending").Set(float64(r.Pending))

@@ -31,6 +31,7 @@ type item struct {
 	wasPending   bool   // left by an earlier run; cleared from the state once settled
 	action       action
 	digest       string // of the desired outcome; stored once it is confirmed
+	raw          string // of the registry record it was mapped from; stored with digest
 	failed       string // reason, when the provider was rejected before any write
 	failedDetail string
 

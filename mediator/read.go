@@ -2,6 +2,7 @@ package mediator
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -14,6 +15,9 @@ type readMode struct {
 	scan    bool // the whole workspace: the first run for a target
 	crashed bool // the group, if a provider has no link: the last run crashed
 	group   bool // the group: a reconciliation looks for leavers in it
+	// settled are the providers the run left unmapped: their contacts are
+	// counted and checked for duplicates, not held (see holds).
+	settled *settledSet
 }
 
 // index holds what a run knows of RapidPro's contacts, one entry per
@@ -25,6 +29,14 @@ type index struct {
 	// duplicates lists, by globalid, the contacts that share one: left by
 	// earlier tools, they are for a person to merge, never for a silent pick.
 	duplicates map[string][]string
+
+	// Of the contacts a read of the group or workspace found: how many
+	// carry a globalid (the contacts this service manages, when the group
+	// was read), how many were counted and not held, and the first one
+	// seen with each settled provider's globalid, to find duplicates among
+	// contacts not held.
+	managed, unheld int
+	settledFirst    map[uint64][16]byte
 }
 
 func newIndex() *index {
@@ -101,8 +113,25 @@ func globalID(c *rapidpro.Contact) string {
 func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, mode readMode) (*index, error) {
 	idx := newIndex()
 	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
+	holds := mode.holds(work)
+	collectAll := func(c rapidpro.Contact) error {
+		if k := globalID(&c); k != "" {
+			if inGroup(&c, boot.GroupUUID) {
+				idx.managed++
+			}
+			if mode.settled.has(k) {
+				idx.noteSettled(k, c.UUID, mode.settled)
+			}
+		}
+		if holds(&c) {
+			idx.add(&c)
+		} else {
+			idx.unheld++
+		}
+		return nil
+	}
 	if mode.scan {
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collect); err != nil {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collectAll); err != nil {
 			return idx, fmt.Errorf("workspace: %w", err)
 		}
 		return idx, nil
@@ -122,7 +151,7 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	// A dry run before the group exists has no group to read.
 	readGroup := mode.group || (mode.crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked))
 	if readGroup && boot.GroupUUID != "" {
-		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collect); err != nil {
+		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collectAll); err != nil {
 			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
 		}
 	}
@@ -157,4 +186,71 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 		}
 	}
 	return idx, nil
+}
+
+// holds tells which contacts of a group or workspace read the run must hold
+// in its index: all of them, unless the run left providers unmapped as
+// settled. Then a settled provider's contact (most of a reconciliation's
+// group) is held only when the run's work may touch it: it is linked to a
+// provider with work, or holds one of the phones that work wants.
+func (m readMode) holds(work []*item) func(*rapidpro.Contact) bool {
+	if m.settled == nil || m.settled.len() == 0 {
+		return func(*rapidpro.Contact) bool { return true }
+	}
+	uuids, urns := map[string]bool{}, map[string]bool{}
+	for _, it := range work {
+		uuids[it.rec.UUID] = true
+		for _, u := range it.Contact.URNs {
+			urns[u] = true
+		}
+	}
+	return func(c *rapidpro.Contact) bool {
+		k := globalID(c)
+		return k == "" || !m.settled.has(k) || uuids[c.UUID] || slices.ContainsFunc(c.URNs, func(u string) bool { return urns[u] })
+	}
+}
+
+// noteSettled remembers the first contact read with a settled provider's
+// globalid, held or not (16 bytes, where a contact is a kilobyte), so that
+// a second one is found a duplicate, as add finds among those held.
+func (ix *index) noteSettled(key, uuid string, settled *settledSet) {
+	id, ok := parseUUID(uuid)
+	if !ok {
+		return // not RapidPro's: add, which holds it, finds its duplicates
+	}
+	h := settled.hash(key)
+	first, seen := ix.settledFirst[h]
+	if !seen {
+		if ix.settledFirst == nil {
+			ix.settledFirst = map[uint64][16]byte{}
+		}
+		ix.settledFirst[h] = id
+		return
+	}
+	if first == id {
+		return
+	}
+	for _, u := range []string{formatUUID(first), uuid} {
+		if !slices.Contains(ix.duplicates[key], u) {
+			ix.duplicates[key] = append(ix.duplicates[key], u)
+		}
+	}
+}
+
+// parseUUID reads a UUID in its canonical text form.
+func parseUUID(s string) ([16]byte, bool) {
+	var id [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, false
+	}
+	hexDigits := s[:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
+	if _, err := hex.Decode(id[:], []byte(hexDigits)); err != nil || formatUUID(id) != s {
+		return id, false // upper case would not read back the same
+	}
+	return id, true
+}
+
+func formatUUID(id [16]byte) string {
+	h := hex.EncodeToString(id[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

@@ -28,6 +28,7 @@ type Report struct {
 	Watermark         time.Time // recorded for the next run; zero when the run must be repeated
 
 	Providers    int
+	Mapped       int // providers mapped; the others' records were unchanged since their contact was confirmed
 	Created      int
 	Updated      int
 	Unchanged    int
@@ -98,7 +99,6 @@ type PlanLine struct {
 
 // planLines counts the outcomes and, in a dry run, lists them.
 func (r *Report) planLines(items []*item) {
-	r.Actions = map[string]int{}
 	for _, it := range items {
 		if it.outcome == "" {
 			continue
@@ -128,7 +128,7 @@ type Phase struct {
 }
 
 func newReport(started time.Time) *Report {
-	return &Report{Started: started, Skipped: map[string]int{}, Failed: map[string]int{}, meter: &progressMeter{}}
+	return &Report{Started: started, Skipped: map[string]int{}, Failed: map[string]int{}, Actions: map[string]int{}, meter: &progressMeter{}}
 }
 
 func (r *Report) startPhase(name, method, baseURL, path string, now func() time.Time) *Phase {
@@ -182,6 +182,7 @@ func sum(m map[string]int) int {
 func (r *Report) Counts() map[string]string {
 	c := map[string]string{
 		"providers":     strconv.Itoa(r.Providers),
+		"mapped":        strconv.Itoa(r.Mapped),
 		"created":       strconv.Itoa(r.Created),
 		"updated":       strconv.Itoa(r.Updated),
 		"unchanged":     strconv.Itoa(r.Unchanged),

@@ -81,6 +81,9 @@ func TestReconciliationAtScale(t *testing.T) {
 	if writes != 0 || full.Actions[OutcomeLeave]+full.Actions[OutcomeCreate]+full.Actions[OutcomeUpdate] != 0 {
 		t.Fatalf("an idle reconciliation wrote %d times: %v", writes, full.Actions)
 	}
+	if rejected := sum(first.Failed); full.Mapped != rejected {
+		t.Errorf("an idle reconciliation mapped %d providers again, want only the %d rejected: the others' records did not change", full.Mapped, rejected)
+	}
 	if pages := (contacts + 249) / 250; reads != pages {
 		t.Fatalf("an idle reconciliation made %d reads, want the group's %d pages", reads, pages)
 	}
@@ -96,6 +99,9 @@ func TestReconciliationAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	renamed, _, writes := run("a facility renamed", RunOptions{})
+	if renamed.Mapped != n {
+		t.Errorf("a renamed facility mapped %d providers again, want all %d: what each resolves to may have changed", renamed.Mapped, n)
+	}
 	if !renamed.DirectoryChanged || renamed.Updated != len(theirs) || writes != len(theirs) || len(theirs) == 0 {
 		t.Fatalf("renaming a facility of %d contacts: %d updated, %d writes", len(theirs), renamed.Updated, writes)
 	}

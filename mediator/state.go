@@ -70,6 +70,10 @@ type Record struct {
 	// "block"): only such a contact is unblocked when the worker returns,
 	// since unblocking also clears an opt-out.
 	Blocked bool `json:"b,omitempty"`
+	// Raw is the digest of the registry record Digest was mapped from, with
+	// the mapping's settings and directories: a record pulled again with the
+	// same Raw maps to the same contact, so it is not mapped again.
+	Raw string `json:"w,omitempty"`
 }
 
 // OpenState opens or creates the state file. Only one process may hold it.
@@ -384,6 +388,21 @@ func (s *State) Records(keys []string) (map[string]Record, error) {
 		return nil, fmt.Errorf("state: providers: %w", err)
 	}
 	return out, nil
+}
+
+// Record returns what the state knows of one provider key.
+func (s *State) Record(key string) (Record, error) {
+	var r Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketProviders).Get([]byte(key)); v != nil {
+			return json.Unmarshal(v, &r)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("state: record %q: %w", key, err)
+	}
+	return r, nil
 }
 
 // Pending returns the mappings a cut run left to do, in no set order.

@@ -242,7 +242,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	targeting := &Targeting{Settings: settings.Targeting, CadreNames: s.opts.CadreNames, off: boot.offFields()}
-	remap, err := s.checkMapping(settings, boot, targeting, o.DryRun || fresh)
+	mappingFP, remap, err := s.checkMapping(settings, boot, targeting, o.DryRun || fresh)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -265,13 +265,25 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	if !marks.watermark.IsZero() && !remapAll {
 		r.Since = marks.watermark.Add(-s.opts.WatermarkMargin)
 	}
-	pulled, err := s.pull(ctx, settings, Mapper{Country: i18n.Country(boot.Country), Targeting: targeting}, r)
+	var pending []Mapping
+	if !fresh {
+		if pending, err = s.opts.State.Pending(); err != nil {
+			r.abort("state", err)
+			return r
+		}
+	}
+	in, err := s.intake(settings, Mapper{Country: i18n.Country(boot.Country), Targeting: targeting}, mappingFP, pending, fresh, o.DryRun)
+	if err != nil {
+		r.abort("state", err)
+		return r
+	}
+	pulled, err := s.pull(ctx, settings, in, r)
 	if err != nil {
 		r.abort("OpenInfoMan provider-search", err)
 		return r
 	}
 	r.Targeting = targeting.Counts
-	items, err := s.plan(pulled, settings.InactivePolicy, full, fresh, r)
+	items, err := s.plan(pulled, pending, settings.InactivePolicy, full, fresh, r)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -297,7 +309,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 		before := rp.Sent()
 		scanning = marks.scanned.IsZero()
-		idx, err = s.read(ctx, rp, boot, work, readMode{scan: scanning, crashed: !marks.writing.IsZero(), group: reconcile})
+		idx, err = s.read(ctx, rp, boot, work, readMode{scan: scanning, crashed: !marks.writing.IsZero(), group: reconcile, settled: in.settled})
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
@@ -306,9 +318,13 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 		readErr = err
 	}
-	reads.end(s.opts.Now, readErr, fmt.Sprintf("%d providers to write, %d contacts found", len(work), len(idx.byUUID)))
+	reads.end(s.opts.Now, readErr, fmt.Sprintf("%d providers to write, %d contacts found", len(work), len(idx.byUUID)+idx.unheld))
+	if items, err = s.unsettle(items, idx, in.settled); err != nil {
+		r.abort("state", err)
+		return r
+	}
 	if reconcile && readErr == nil {
-		items, err = s.addLeavers(items, idx, boot, settings.InactivePolicy, fresh)
+		items, err = s.addLeavers(items, idx, boot, settings.InactivePolicy, fresh, in.settled)
 		if err != nil {
 			r.abort("state", err)
 			return r
@@ -356,6 +372,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	r.planLines(items)
+	in.settled.count(r)
 	if o.DryRun {
 		// What stands in the state counts as for a sync, so that the plan's
 		// status is the one the sync would report.
@@ -460,20 +477,49 @@ func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report, dry b
 	return false, s.opts.State.Retarget(fp)
 }
 
-// pull reads the changed providers and maps them, in registry order.
-func (s *Syncer) pull(ctx context.Context, settings Settings, mapper Mapper, r *Report) ([]*item, error) {
+// intake sets up how the run takes in pulled providers. A plan maps every
+// provider, since it lists each one.
+func (s *Syncer) intake(settings Settings, mapper Mapper, mappingFP string, pending []Mapping, fresh, dry bool) (*intake, error) {
+	in := &intake{state: s.opts.State, mapper: mapper, context: rawContext(mappingFP, settings.InactivePolicy, mapper.Targeting.Directory), pending: map[string]bool{}}
+	if fresh {
+		in.state = nil
+	}
+	if !dry {
+		in.settled = newSettledSet(settings.InactivePolicy)
+	}
+	for _, m := range pending {
+		in.pending[m.Key] = true
+	}
+	if settings.WriteBack.Enabled {
+		want := settings.otherID("")
+		in.writeBack = &want
+		if !fresh {
+			var err error
+			if in.writeBacks, err = s.opts.State.writeBacks(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return in, nil
+}
+
+// pull reads the changed providers and maps them, in registry order,
+// leaving out those whose records are unchanged (see intake).
+func (s *Syncer) pull(ctx context.Context, settings Settings, in *intake, r *Report) ([]*item, error) {
 	oim := settings.OpenInfoMan
 	ph := r.startPhase("OpenInfoMan provider-search", http.MethodPost, oim.URL,
 		"/CSD/csr/"+oim.Document+"/careServicesRequest/"+csd.ProviderSearch, s.opts.Now)
 	var items []*item
+	pulled := 0
 	stats, err := s.oimClient(oim, oim.Document).Providers(ctx, csd.ProviderQuery{UpdatedSince: r.Since}, func(p *csd.Provider) error {
 		r.meter.providers.Add(1)
-		it := &item{Mapping: mapper.Map(p), pulled: true}
-		if settings.WriteBack.Enabled {
-			it.carried = carriedIDs(p, settings.otherID(""))
+		pulled++
+		it, err := in.take(p)
+		if it != nil {
+			r.Mapped++
+			items = append(items, it)
 		}
-		items = append(items, it)
-		return nil
+		return err
 	})
 	ph.Requests = stats.Requests
 	since := "full pull"
@@ -493,7 +539,7 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, mapper Mapper, r *
 		// missing, so this run must not move the watermark past them.
 		r.PullIncomplete = "OpenInfoMan " + string(stats.Stop) + ": providers past the first page may be missing; the watermark was kept"
 	}
-	r.Providers = len(items)
+	r.Providers = pulled
 	return items, nil
 }
 
@@ -502,14 +548,7 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, mapper Mapper, r *
 // provider the contact it should have, so that a provider whose contact
 // already is that costs no request. A full run tries standing rejects
 // again; fresh plans as if the state were empty.
-func (s *Syncer) plan(pulled []*item, policy string, full, fresh bool, r *Report) ([]*item, error) {
-	var pending []Mapping
-	if !fresh {
-		var err error
-		if pending, err = s.opts.State.Pending(); err != nil {
-			return nil, err
-		}
-	}
+func (s *Syncer) plan(pulled []*item, pending []Mapping, policy string, full, fresh bool, r *Report) ([]*item, error) {
 	// A pending provider pulled again is done in its newer form (every
 	// pulled item with its key, so that duplicates still meet); the others
 	// go first.
@@ -534,7 +573,8 @@ func (s *Syncer) plan(pulled []*item, policy string, full, fresh bool, r *Report
 	}
 	r.Retried = len(pending)
 
-	if err := s.records(items, fresh); err != nil {
+	// A pulled item came with its record.
+	if err := s.records(items[:len(items)-len(pulled)], fresh); err != nil {
 		return nil, err
 	}
 	rejectDuplicateKeys(items)

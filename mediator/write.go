@@ -583,9 +583,9 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 
 // done records that the provider's contact is as desired.
 func (w *writer) done(it *item, uuid string) {
-	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest, Blocked: it.blocked()}
+	rec := Record{EntityID: owner(it), UUID: uuid, Digest: it.digest, Blocked: it.blocked(), Raw: it.raw}
 	if it.noDigest {
-		rec.Digest = ""
+		rec.Digest, rec.Raw = "", ""
 	} else {
 		it.contactUUID = uuid
 	}

@@ -1,0 +1,213 @@
+package mediator
+
+import (
+	"encoding/hex"
+	"hash/maphash"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/openhie/mhero-mediator/csd"
+)
+
+// A provider whose registry record is what its contact was last confirmed
+// from (its Raw digest matches) maps to that contact again. Such a
+// provider is counted and remembered by key only, not mapped and not held
+// through the run: a touched registry or a full reconciliation of a
+// national one then costs the pull and the group read, not a mapping and
+// an item per health worker.
+
+// rawContext sums up what a mapping reads besides the record: the mapping
+// settings (their fingerprint, which holds the country), the inactive
+// policy, and the places records resolve through.
+func rawContext(mapping, policy string, dir *Directory) string {
+	parts := []string{"raw", mapping, policy}
+	if dir != nil {
+		for _, places := range []map[string]Place{dir.Facilities, dir.Organizations} {
+			for _, k := range slices.Sorted(maps.Keys(places)) {
+				p := places[k]
+				parts = append(parts, k, p.ID, p.Name, p.Parent, strings.Join(p.Orgs, " "), strings.Join(p.Codes, " "))
+			}
+			parts = append(parts, "")
+		}
+	}
+	return digestOf(parts...)
+}
+
+// rawDigest is a record's Raw under a run's raw context.
+func rawDigest(context string, p *csd.Provider) string {
+	fp := p.Fingerprint()
+	return digestOf(context, hex.EncodeToString(fp[:]))
+}
+
+// settledKind is what an unchanged provider counts as in a run's report.
+type settledKind uint8
+
+const (
+	settledActive settledKind = iota
+	settledInactive
+	settledNoPhone
+	settledInvalidPhone
+)
+
+// settledSet holds the providers a run found unchanged, by a hash of their
+// key: a few bytes each, where an item is a kilobyte.
+type settledSet struct {
+	seed  maphash.Seed
+	kinds map[uint64]settledKind
+	// digests of the outcomes a settled provider can have, besides a contact
+	inactive, noPhone, invalidPhone string
+}
+
+func newSettledSet(policy string) *settledSet {
+	return &settledSet{
+		seed: maphash.MakeSeed(), kinds: map[uint64]settledKind{},
+		inactive: digestOf("inactive", policy), noPhone: digestOf("skipped", SkipNoPhone), invalidPhone: digestOf("skipped", SkipInvalidPhone),
+	}
+}
+
+func (s *settledSet) hash(key string) uint64 { return maphash.String(s.seed, key) }
+
+// has and len take a nil set (a plan's) as empty.
+func (s *settledSet) has(key string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.kinds[s.hash(key)]
+	return ok
+}
+
+func (s *settledSet) len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.kinds)
+}
+
+// kindOf tells what a confirmed record counts as, from its digest.
+func (s *settledSet) kindOf(rec Record) settledKind {
+	switch rec.Digest {
+	case s.inactive:
+		return settledInactive
+	case s.noPhone:
+		return settledNoPhone
+	case s.invalidPhone:
+		return settledInvalidPhone
+	}
+	return settledActive
+}
+
+func (s *settledSet) add(key string, rec Record) { s.kinds[s.hash(key)] = s.kindOf(rec) }
+
+// item takes a settled provider back into the run, as an item that needs
+// nothing from RapidPro: a duplicate contact found for it, say, rejects it.
+func (s *settledSet) item(key string, rec Record) *item {
+	kind := s.kinds[s.hash(key)]
+	delete(s.kinds, s.hash(key))
+	m := Mapping{EntityID: rec.EntityID, Key: key, Status: csd.StatusActive}
+	switch kind {
+	case settledInactive:
+		m.Status = csd.StatusInactive
+	case settledNoPhone:
+		m.Skipped = SkipNoPhone
+	case settledInvalidPhone:
+		m.Skipped = SkipInvalidPhone
+	}
+	return &item{Mapping: m, rec: rec, digest: rec.Digest, raw: rec.Raw, pulled: true}
+}
+
+// count adds the settled providers to the report as the writer counts an
+// unchanged item.
+func (s *settledSet) count(r *Report) {
+	if s == nil {
+		return
+	}
+	for _, kind := range s.kinds {
+		switch kind {
+		case settledInactive:
+			r.Inactive++
+			r.Actions[OutcomeUnchanged]++
+		case settledNoPhone:
+			r.Skipped[SkipNoPhone]++
+			r.Actions[OutcomeSkip]++
+		case settledInvalidPhone:
+			r.Skipped[SkipInvalidPhone]++
+			r.Actions[OutcomeSkip]++
+		default:
+			r.Unchanged++
+			r.Actions[OutcomeUnchanged]++
+		}
+	}
+}
+
+// intake turns pulled providers into a run's items, leaving out those
+// whose record is unchanged since their contact was confirmed.
+type intake struct {
+	state   *State // nil: plan as if the state were empty (fresh)
+	mapper  Mapper
+	context string // rawContext of the run
+	// settled receives the providers left out; nil maps every provider
+	// (a plan lists each one).
+	settled *settledSet
+	pending map[string]bool // keys an earlier run left pending: done in their newer form
+	// writeBack, when set, is the otherID a contact's UUID is written back
+	// as; providers with a write-back to do are mapped.
+	writeBack  *csd.OtherID
+	writeBacks map[string]writeBack
+}
+
+func (in *intake) take(p *csd.Provider) (*item, error) {
+	key := p.Key()
+	var rec Record
+	if key != "" && in.state != nil {
+		var err error
+		if rec, err = in.state.Record(key); err != nil {
+			return nil, err
+		}
+	}
+	raw := ""
+	if key != "" {
+		raw = rawDigest(in.context, p)
+	}
+	var carried []string
+	if in.writeBack != nil {
+		carried = carriedIDs(p, *in.writeBack)
+	}
+	if in.settles(key, rec, raw, p, carried) {
+		in.settled.add(key, rec)
+		if t := in.mapper.Targeting; t != nil {
+			t.resolve(p) // for the run's counts of unresolved references
+		}
+		return nil, nil
+	}
+	return &item{Mapping: in.mapper.Map(p), pulled: true, rec: rec, raw: raw, carried: carried}, nil
+}
+
+// settles tells a provider whose contact was confirmed from this very
+// record, with nothing left to do for it.
+func (in *intake) settles(key string, rec Record, raw string, p *csd.Provider, carried []string) bool {
+	switch {
+	case in.settled == nil || key == "" || rec.Raw != raw || rec.Digest == "" || rec.Rejected != "" || in.pending[key]:
+		return false
+	case in.writeBack == nil:
+		return true
+	}
+	_, todo := in.writeBacks[key]
+	return !todo && (rec.UUID == "" || p.Record.State() == csd.StatusInactive || slices.Contains(carried, strings.ToLower(rec.UUID)))
+}
+
+// unsettle takes back into the run each settled provider that a duplicate
+// contact turned up for: it is rejected, as a mapped one would be.
+func (s *Syncer) unsettle(items []*item, idx *index, settled *settledSet) ([]*item, error) {
+	for _, key := range slices.Sorted(maps.Keys(idx.duplicates)) {
+		if !settled.has(key) {
+			continue
+		}
+		rec, err := s.opts.State.Record(key)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, settled.item(key, rec))
+	}
+	return items, nil
+}
