@@ -56,8 +56,11 @@ type answer struct {
 
 // stats counts the requests the fakes received since the last stats.
 type stats struct {
-	RapidPro    map[string]int `json:"rapidpro"` // by kind, see requestKind
-	Throttled   int            `json:"throttled"`
+	RapidPro  map[string]int `json:"rapidpro"` // by kind, see requestKind
+	Throttled int            `json:"throttled"`
+	// Accepted counts the requests of each rate scope that were not
+	// throttled: what the emulator's window counts.
+	Accepted    map[string]int `json:"accepted"`
 	OpenInfoMan int            `json:"openinfoman"`
 	// Contacts is how many contacts the workspace holds now.
 	Contacts int `json:"contacts"`
@@ -88,10 +91,18 @@ func requestKind(r rapidprotest.Request) string {
 	return kindOther
 }
 
-// isContactsScope tells whether a kind counts against RapidPro's v2.contacts
-// rate scope; every other request counts against v2.
-func isContactsScope(kind string) bool {
-	return strings.HasPrefix(kind, "contacts_")
+// RapidPro's rate scopes: contacts.json counts against v2.contacts, every
+// other endpoint against v2.
+const (
+	scopeContacts = "v2.contacts"
+	scopeOther    = "v2"
+)
+
+func scopeOf(kind string) string {
+	if strings.HasPrefix(kind, "contacts_") {
+		return scopeContacts
+	}
+	return scopeOther
 }
 
 // serveFakes is the child's whole life: it answers commands until in ends.
@@ -160,16 +171,19 @@ func (f *fakeStack) do(c command) (answer, error) {
 }
 
 func (f *fakeStack) stats() stats {
-	s := stats{RapidPro: map[string]int{}}
+	s := stats{RapidPro: map[string]int{}, Accepted: map[string]int{scopeContacts: 0, scopeOther: 0}}
 	for _, k := range requestKinds {
 		s.RapidPro[k] = 0
 	}
 	if f.workspace != nil {
 		reqs := f.workspace.Requests()
 		for _, r := range reqs[f.seenRapidPro:] {
-			s.RapidPro[requestKind(r)]++
+			kind := requestKind(r)
+			s.RapidPro[kind]++
 			if r.Status == http.StatusTooManyRequests {
 				s.Throttled++
+			} else {
+				s.Accepted[scopeOf(kind)]++
 			}
 		}
 		f.seenRapidPro = len(reqs)
