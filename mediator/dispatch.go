@@ -71,6 +71,9 @@ func (w *writer) handle(ctx context.Context, it *item) error {
 		w.process(ctx, it)
 	}
 	w.report.meter.processed.Add(1)
+	if !it.queued {
+		it.release()
+	}
 	return w.flush(false)
 }
 

@@ -68,6 +68,25 @@ type Mapper struct {
 	Country i18n.Country
 	// Targeting, when set, adds the fields officials target by.
 	Targeting *Targeting
+	// phones, when set, remembers the numbers normalised in this run: a
+	// clinic's phone listed for all its staff is parsed once.
+	phones *phoneCache
+}
+
+// phoneCache holds normalised numbers, up to a bound so that a run's
+// memory does not grow with the registry: when full it starts over.
+type phoneCache struct {
+	max     int
+	entries map[string]phoneResult
+}
+
+type phoneResult struct {
+	urn string
+	err error
+}
+
+func newPhoneCache(max int) *phoneCache {
+	return &phoneCache{max: max, entries: map[string]phoneResult{}}
 }
 
 // Map maps one provider. It never fails: what cannot be used is skipped or
@@ -161,6 +180,21 @@ func (m Mapper) phoneURNs(values []string) ([]string, []string) {
 }
 
 func (m Mapper) phoneURN(number string) (string, error) {
+	if m.phones == nil {
+		return m.parsePhone(number)
+	}
+	if r, ok := m.phones.entries[number]; ok {
+		return r.urn, r.err
+	}
+	urn, err := m.parsePhone(number)
+	if len(m.phones.entries) >= m.phones.max {
+		clear(m.phones.entries)
+	}
+	m.phones.entries[number] = phoneResult{urn, err}
+	return urn, err
+}
+
+func (m Mapper) parsePhone(number string) (string, error) {
 	// 00 is the international prefix in most of the countries mHero serves;
 	// libphonenumber would otherwise read it as a national number.
 	if rest, ok := strings.CutPrefix(number, "00"); ok {

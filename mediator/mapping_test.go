@@ -155,3 +155,21 @@ func TestMapStatus(t *testing.T) {
 		}
 	}
 }
+
+// A run's phone cache gives what parsing gives, for numbers it keeps and
+// those it refuses, and never holds more than its bound.
+func TestPhoneCacheGivesWhatParsingGives(t *testing.T) {
+	numbers := []string{"0777 123 456", "not a phone", "0777 123 456", "+263772785325", "12", "0886333523", "not a phone", "00231888097810", "0777 123 456"}
+	plain := Mapper{Country: "LR"}
+	cached := Mapper{Country: "LR", phones: newPhoneCache(3)}
+	for i, n := range numbers {
+		want, wantErr := plain.phoneURN(n)
+		got, err := cached.phoneURN(n)
+		if got != want || (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+			t.Errorf("%d %q: cached %q %v, parsed %q %v", i, n, got, err, want, wantErr)
+		}
+		if len(cached.phones.entries) > 3 {
+			t.Fatalf("%d numbers cached, bound 3", len(cached.phones.entries))
+		}
+	}
+}

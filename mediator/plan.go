@@ -43,6 +43,7 @@ type item struct {
 
 	retryRejected bool     // a reconciliation: a standing reject is tried again
 	held          bool     // a retirement the circuit breaker held back
+	queued        bool     // kept for a phase after the items' own writes
 	pulled        bool     // pulled in this run (not only left pending by an earlier one)
 	carried       []string // contact UUIDs the provider already carries as write-back otherIDs
 	contactUUID   string   // the contact confirmed as desired in this run
@@ -50,6 +51,12 @@ type item struct {
 	setBlocked, clearBlocked bool // this run blocked the contact, or unblocked it
 
 	outcome, outcomeDetail string // what the run did (or a dry run would do), for the plan
+}
+
+// release lets go of what only the provider's own writes needed, so that a
+// run holds the contacts of the providers still to write, not of all.
+func (it *item) release() {
+	it.Contact, it.Targets, it.Problems = Contact{}, nil, nil
 }
 
 // note records what happens to the provider in this run; a later step (a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/openhie/mhero-mediator/csd"
@@ -46,8 +47,12 @@ func newIndex() *index {
 	}
 }
 
-// add records c, replacing what was known of the same contact.
+// add records c, replacing what was known of the same contact. Only the
+// fields with a value are kept: RapidPro sends every field of the
+// workspace with each contact, most of them null, and an absent field
+// reads as null.
 func (ix *index) add(c *rapidpro.Contact) {
+	maps.DeleteFunc(c.Fields, func(_ string, v *string) bool { return v == nil })
 	if old := ix.byUUID[c.UUID]; old != nil {
 		ix.remove(old)
 	}

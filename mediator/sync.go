@@ -19,6 +19,11 @@ import (
 	"github.com/openhie/mhero-mediator/rapidpro"
 )
 
+// phoneCacheSize bounds the numbers a run remembers normalised: enough for
+// the phones that many workers share (a clinic's, a district office's),
+// a few hundred kilobytes whatever the registry's size.
+const phoneCacheSize = 4096
+
 // ErrRunInProgress answers a trigger that arrives while a run is going on.
 var ErrRunInProgress = errors.New("a sync run is already in progress")
 
@@ -272,7 +277,8 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 			return r
 		}
 	}
-	in, err := s.intake(settings, Mapper{Country: i18n.Country(boot.Country), Targeting: targeting}, mappingFP, pending, fresh, o.DryRun)
+	mapper := Mapper{Country: i18n.Country(boot.Country), Targeting: targeting, phones: newPhoneCache(phoneCacheSize)}
+	in, err := s.intake(settings, mapper, mappingFP, pending, fresh, o.DryRun)
 	if err != nil {
 		r.abort("state", err)
 		return r

@@ -180,7 +180,9 @@ func (in *intake) take(p *csd.Provider) (*item, error) {
 		}
 		return nil, nil
 	}
-	return &item{Mapping: in.mapper.Map(p), pulled: true, rec: rec, raw: raw, carried: carried}, nil
+	m := in.mapper.Map(p)
+	m.Targets = nil // the contact's fields hold them
+	return &item{Mapping: m, pulled: true, rec: rec, raw: raw, carried: carried}, nil
 }
 
 // settles tells a provider whose contact was confirmed from this very

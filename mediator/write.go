@@ -113,7 +113,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 	// A contact this service blocked is unblocked before it can rejoin.
 	w.groupActions(ctx, "unblock", w.toUnblock, ReasonUnblock, &w.report.Unblocked, func(it *item) {
 		it.clearBlocked = true
-		w.toAdd = append(w.toAdd, it)
+		w.later(&w.toAdd, it)
 	})
 	w.groupActions(ctx, "add", w.toAdd, ReasonGroupAdd, &w.report.GroupAdded, nil)
 	w.groupActions(ctx, "remove", w.toRemove, ReasonGroupRemove, &w.report.GroupRemoved, nil)
@@ -203,11 +203,11 @@ func (w *writer) retire(ctx context.Context, it *item) {
 		}
 		it.uuid = c.UUID
 		it.note(OutcomeLeave, it.leaveReason())
-		w.toRemove = append(w.toRemove, it)
+		w.later(&w.toRemove, it)
 	case w.policy == InactiveBlock:
 		it.uuid = c.UUID
 		it.note(OutcomeBlock, it.leaveReason())
-		w.toBlock = append(w.toBlock, it)
+		w.later(&w.toBlock, it)
 	}
 }
 
@@ -278,7 +278,7 @@ func (w *writer) sync(ctx context.Context, it *item) {
 	if c != nil && !w.claim(c.UUID, it.Key) && !it.retried {
 		// Another provider's write in flight took it: decide again once
 		// the other writes are done.
-		w.retry = append(w.retry, it)
+		w.later(&w.retry, it)
 		return
 	}
 	var free, taken []string
@@ -290,7 +290,7 @@ func (w *writer) sync(ctx context.Context, it *item) {
 		}
 	}
 	if len(taken) > 0 && !it.retried {
-		w.retry = append(w.retry, it)
+		w.later(&w.retry, it)
 		return
 	}
 	if len(free) == 0 {
@@ -402,7 +402,7 @@ func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
 		// This service blocked it when the worker left: the worker is back.
 		it.uuid = c.UUID
 		it.note(OutcomeRejoin, "unblocked, then added to the group")
-		w.toUnblock = append(w.toUnblock, it)
+		w.later(&w.toUnblock, it)
 	case c.Status == "blocked" || c.Status == "stopped" || c.Status == "archived":
 		// Never unblocked otherwise: unblocking also clears an opt-out.
 		if !it.noDigest {
@@ -420,7 +420,7 @@ func (w *writer) settle(it *item, c *rapidpro.Contact, conflicts []string) {
 		case it.outcome != OutcomeCreate:
 			it.note(OutcomeJoinGroup, "")
 		}
-		w.toAdd = append(w.toAdd, it)
+		w.later(&w.toAdd, it)
 	case !it.noDigest:
 		w.done(it, c.UUID)
 	}
@@ -579,6 +579,13 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 			w.failAs(it, it.uuid, reason, err)
 		}
 	}
+}
+
+// later keeps an item for a phase after the items' own writes; the others
+// let go of their mapping once handled (see dispatch).
+func (w *writer) later(list *[]*item, it *item) {
+	it.queued = true
+	*list = append(*list, it)
 }
 
 // done records that the provider's contact is as desired.

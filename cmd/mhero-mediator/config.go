@@ -25,6 +25,10 @@ import (
 var version = "1.1.0"
 
 // config is everything serve, sync and demo are configured with.
+// maxWriteConcurrency bounds --write-concurrency; each upstream client
+// keeps that many idle connections.
+const maxWriteConcurrency = 64
+
 type config struct {
 	settings mediator.Settings
 
@@ -267,7 +271,7 @@ func (c *config) checkNumbers() error {
 	}
 	need(c.settings.OpenInfoMan.PageSize >= 1, "oim-page-size", c.settings.OpenInfoMan.PageSize, "must be at least 1")
 	need(c.rapidProRate >= 0, "rapidpro-rate", c.rapidProRate, "must be 0 (no client-side limit) or more")
-	need(c.writeConcurrency >= 1 && c.writeConcurrency <= 64, "write-concurrency", c.writeConcurrency, "must be 1 to 64")
+	need(c.writeConcurrency >= 1 && c.writeConcurrency <= maxWriteConcurrency, "write-concurrency", c.writeConcurrency, fmt.Sprintf("must be 1 to %d", maxWriteConcurrency))
 	need(c.rapidProRetryAfterCap > 0, "rapidpro-retry-after-cap", c.rapidProRetryAfterCap, "must be more than 0")
 	need(c.lookupThreshold >= 0, "lookup-threshold", c.lookupThreshold, "must be 0 or more")
 	need(c.syncTimeout > 0, "sync-timeout", c.syncTimeout, "must be more than 0")

@@ -114,6 +114,10 @@ func upstreamClient(m *mediator.Metrics, system string, tlsConfig *tls.Config, t
 	}
 	base.TLSHandshakeTimeout = t.TLSHandshake
 	base.ResponseHeaderTimeout = t.ResponseHeader
+	// Every write in flight keeps its connection: with Go's default of two
+	// idle ones per host, concurrent writes would dial (and shake hands
+	// with TLS) anew for most requests.
+	base.MaxIdleConnsPerHost = maxWriteConcurrency
 	return &http.Client{
 		Transport:     m.InstrumentTransport(system, base),
 		Timeout:       t.Total,
