@@ -243,11 +243,15 @@ func describe(n xml.Name) string {
 
 // reader walks the token stream, enforcing the limits and tracking lines.
 type reader struct {
-	xd    *xml.Decoder
-	in    *limitedReader
-	src   *byteReader
-	lim   Limits
-	depth int
+	xd  *xml.Decoder
+	in  *limitedReader
+	src *byteReader
+	lim Limits
+	// What xml.Decoder.Token keeps to match end tags and resolve namespace
+	// prefixes, kept here so that next can call the cheaper RawToken: the
+	// open elements, innermost last, and the prefixes they declare.
+	open  []openElement
+	ns    []nsBinding
 	line  int   // line where the token last returned by next starts
 	start int64 // offset where that token starts
 	// The element under the element size limit, if any: its name, line and
@@ -297,10 +301,39 @@ func charsetReader(label string, in io.Reader) (io.Reader, error) {
 	return nil, fmt.Errorf("document encoding %q is not supported; only UTF-8 is", label)
 }
 
-// next returns the next token. Positions are taken before the token is read:
-// text between tags comes back as its own token, so this is where the
-// returned token starts.
-func (r *reader) next() (xml.Token, error) {
+type tokenKind uint8
+
+const (
+	tokOther tokenKind = iota // comment, processing instruction or directive
+	tokStart
+	tokEnd
+	tokText
+)
+
+// token is what next returns: the kind of token, and for a start tag the
+// element, its names resolved as xml.Decoder.Token resolves them, or for
+// text its bytes, valid until the next call of next.
+type token struct {
+	kind tokenKind
+	se   xml.StartElement
+	text xml.CharData
+}
+
+// openElement is an element whose end tag is still to come.
+type openElement struct {
+	name   xml.Name // as written: Space is the prefix
+	nsMark int      // len(reader.ns) before the element's declarations
+}
+
+// nsBinding is a namespace declaration in scope: xmlns:prefix="uri", or
+// xmlns="uri" for the empty prefix.
+type nsBinding struct{ prefix, uri string }
+
+// next returns the next token, read as xml.Decoder.Token reads it (the same
+// tokens, names and errors) but without its per-token allocations. Positions
+// are taken before the token is read: text between tags comes back as its
+// own token, so this is where the returned token starts.
+func (r *reader) next() (token, error) {
 	r.line, _ = r.xd.InputPos()
 	r.start = r.src.n
 	// Inside a bounded element its budget is the tighter one, since it
@@ -309,20 +342,108 @@ func (r *reader) next() (xml.Token, error) {
 	if r.elemStop != 0 {
 		r.src.stop = r.elemStop
 	}
-	tok, err := r.xd.Token()
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	switch tok.(type) {
-	case xml.StartElement:
-		r.depth++
-		if r.depth > r.lim.MaxDepth {
-			return nil, &LimitError{Limit: limitDepth, Max: int64(r.lim.MaxDepth), Line: r.line}
+	tok, err := r.xd.RawToken()
+	if tok == nil && err != nil {
+		if err == io.EOF && len(r.open) > 0 {
+			err = r.syntaxError("unexpected EOF")
 		}
-	case xml.EndElement:
-		r.depth--
+		return token{}, r.wrap(err)
 	}
-	return tok, nil
+	// Like Token, a token that comes with an error is returned and the error
+	// left for the next call.
+	switch t := tok.(type) {
+	case xml.StartElement:
+		r.push(&t)
+		if len(r.open) > r.lim.MaxDepth {
+			return token{}, &LimitError{Limit: limitDepth, Max: int64(r.lim.MaxDepth), Line: r.line}
+		}
+		return token{kind: tokStart, se: t}, nil
+	case xml.EndElement:
+		if err := r.pop(t.Name); err != nil {
+			return token{}, r.wrap(err)
+		}
+		return token{kind: tokEnd}, nil
+	case xml.CharData:
+		return token{kind: tokText, text: t}, nil
+	}
+	return token{}, nil
+}
+
+// push does for the start tag se what xml.Decoder.Token does: it brings the
+// namespaces se declares into scope, then resolves the prefixes of its names.
+func (r *reader) push(se *xml.StartElement) {
+	mark := len(r.ns)
+	for _, a := range se.Attr {
+		if a.Name.Space == xmlnsPrefix {
+			r.ns = append(r.ns, nsBinding{a.Name.Local, a.Value})
+		}
+		if a.Name.Space == "" && a.Name.Local == xmlnsPrefix {
+			r.ns = append(r.ns, nsBinding{"", a.Value})
+		}
+	}
+	r.open = append(r.open, openElement{name: se.Name, nsMark: mark})
+	r.translate(&se.Name, true)
+	for i := range se.Attr {
+		r.translate(&se.Attr[i].Name, false)
+	}
+}
+
+// pop matches the end tag name (as written) to the innermost open element,
+// with xml.Decoder.Token's errors, and takes that element's declarations out
+// of scope.
+func (r *reader) pop(name xml.Name) error {
+	if len(r.open) == 0 {
+		return r.syntaxError("unexpected end element </" + name.Local + ">")
+	}
+	s := r.open[len(r.open)-1]
+	r.open = r.open[:len(r.open)-1]
+	switch {
+	case s.name.Local != name.Local:
+		return r.syntaxError("element <" + s.name.Local + "> closed by </" + name.Local + ">")
+	case s.name.Space != name.Space:
+		ns := name.Space
+		if name.Space == "" {
+			ns = `""`
+		}
+		return r.syntaxError("element <" + s.name.Local + "> in space " + s.name.Space +
+			" closed by </" + name.Local + "> in space " + ns)
+	}
+	r.ns = r.ns[:s.nsMark]
+	return nil
+}
+
+const (
+	xmlURL      = "http://www.w3.org/XML/1998/namespace"
+	xmlnsPrefix = "xmlns"
+	xmlPrefix   = "xml"
+)
+
+// translate resolves the prefix of n as xml.Decoder.Token does: the default
+// namespace applies to element names only, and an undeclared prefix is kept.
+func (r *reader) translate(n *xml.Name, isElementName bool) {
+	switch {
+	case n.Space == xmlnsPrefix:
+		return
+	case n.Space == "" && !isElementName:
+		return
+	case n.Space == xmlPrefix:
+		n.Space = xmlURL
+	case n.Space == "" && n.Local == xmlnsPrefix:
+		return
+	}
+	for i := len(r.ns) - 1; i >= 0; i-- {
+		if r.ns[i].prefix == n.Space {
+			n.Space = r.ns[i].uri
+			return
+		}
+	}
+}
+
+// syntaxError is an error of the document where the decoder stands, as
+// xml.Decoder reports it.
+func (r *reader) syntaxError(msg string) error {
+	line, _ := r.xd.InputPos()
+	return &xml.SyntaxError{Msg: msg, Line: line}
 }
 
 func (r *reader) wrap(err error) error {
@@ -365,11 +486,11 @@ func (r *reader) root(expected string) (xml.StartElement, error) {
 		if err != nil {
 			return xml.StartElement{}, err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			return t, nil
-		case xml.CharData:
-			if text := bytes.TrimSpace(bytes.TrimPrefix(t, []byte("\ufeff"))); len(text) > 0 {
+		switch tok.kind {
+		case tokStart:
+			return tok.se, nil
+		case tokText:
+			if text := bytes.TrimSpace(bytes.TrimPrefix(tok.text, []byte("\ufeff"))); len(text) > 0 {
 				return xml.StartElement{}, &SyntaxError{Line: r.line, Msg: fmt.Sprintf("%s, found text %q", expected, truncate(string(text), 40))}
 			}
 		}
@@ -387,11 +508,11 @@ func (r *reader) end() error {
 		if err != nil {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			return &SyntaxError{Line: r.line, Msg: fmt.Sprintf("unexpected element %s after the root element", describe(t.Name))}
-		case xml.CharData:
-			if len(bytes.TrimSpace(t)) > 0 {
+		switch tok.kind {
+		case tokStart:
+			return &SyntaxError{Line: r.line, Msg: fmt.Sprintf("unexpected element %s after the root element", describe(tok.se.Name))}
+		case tokText:
+			if len(bytes.TrimSpace(tok.text)) > 0 {
 				return &SyntaxError{Line: r.line, Msg: "unexpected text after the root element"}
 			}
 		}
@@ -409,12 +530,12 @@ func (r *reader) children(fn func(xml.StartElement) error) error {
 		if err != nil {
 			return err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if err := fn(t); err != nil {
+		switch tok.kind {
+		case tokStart:
+			if err := fn(tok.se); err != nil {
 				return err
 			}
-		case xml.EndElement:
+		case tokEnd:
 			return nil
 		}
 	}
@@ -439,14 +560,14 @@ func (r *reader) text() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		switch t := tok.(type) {
-		case xml.CharData:
-			s.Write(t)
-		case xml.StartElement:
+		switch tok.kind {
+		case tokText:
+			s.Write(tok.text)
+		case tokStart:
 			if err := r.skip(); err != nil {
 				return "", err
 			}
-		case xml.EndElement:
+		case tokEnd:
 			return strings.TrimSpace(s.String()), nil
 		}
 	}
@@ -491,6 +612,13 @@ func (b *byteReader) ready() error {
 }
 
 func (b *byteReader) ReadByte() (byte, error) {
+	// The common case first, kept small: the decoder calls this once a byte.
+	if b.pos < b.end && b.n < b.stop {
+		c := b.buf[b.pos]
+		b.pos++
+		b.n++
+		return c, nil
+	}
 	if err := b.ready(); err != nil {
 		return 0, err
 	}
