@@ -224,12 +224,18 @@ type scope struct {
 	pausedUntil time.Time
 }
 
+// paceShare is the share of the configured rate the client paces at.
+const paceShare = 0.99
+
 func newScope(name string, perHour int, now func() time.Time) *scope {
 	s := &scope{name: name, now: now}
 	if perHour > 0 {
 		// Burst 1: the server's window slides over an hour, so any burst is
 		// spent from the same hourly budget; pacing evenly wastes nothing.
-		s.limiter = rate.NewLimiter(rate.Limit(float64(perHour)/3600), 1)
+		// The server counts arrivals: paced at exactly its rate, network
+		// jitter puts one request too many into a window now and then, and
+		// the 429 costs a Retry-After. Pacing a little under it does not.
+		s.limiter = rate.NewLimiter(rate.Limit(paceShare*float64(perHour)/3600), 1)
 	}
 	return s
 }
