@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -186,7 +187,9 @@ type measured struct {
 
 // measure runs fn alone on a heap brought back to what is live, and takes
 // its wall time, CPU, peak RSS and the requests the fakes received.
-func (b *bench) measure(fn func() ([]*mediator.Report, error)) (measured, error) {
+// measure runs fn as scenario, labelled so in a CPU profile (go tool pprof
+// -tagfocus scenario=full).
+func (b *bench) measure(scenario string, fn func() ([]*mediator.Report, error)) (measured, error) {
 	if _, err := b.fakes.call(command{Op: "stats"}); err != nil {
 		return measured{}, err
 	}
@@ -194,7 +197,9 @@ func (b *bench) measure(fn func() ([]*mediator.Report, error)) (measured, error)
 		b.logger.Warn("cannot reset the peak RSS (/proc/self/clear_refs): peaks are the process's so far")
 	}
 	cpu0, t0 := cpuTime(), time.Now()
-	reports, err := fn()
+	var reports []*mediator.Report
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("scenario", scenario), func(context.Context) { reports, err = fn() })
 	m := measured{wall: time.Since(t0), cpu: cpuTime() - cpu0, reports: reports}
 	if err != nil {
 		return m, err
@@ -303,7 +308,7 @@ func (b *bench) first(ctx context.Context, print bool) error {
 	if b.main, err = b.newService(serviceOptions{oimURL: oimURL, rapidProURL: rpURL, concurrency: b.cfg.concurrency}); err != nil {
 		return err
 	}
-	m, err := b.measure(func() ([]*mediator.Report, error) {
+	m, err := b.measure("first", func() ([]*mediator.Report, error) {
 		return b.syncUntilDone(ctx, b.main, mediator.RunOptions{}, b.cfg.maxRuns)
 	})
 	if err != nil {
@@ -344,7 +349,7 @@ func (b *bench) next(ctx context.Context, name string, edit func(*csdtest.Genera
 			return err
 		}
 	}
-	m, err := b.measure(func() ([]*mediator.Report, error) {
+	m, err := b.measure(name, func() ([]*mediator.Report, error) {
 		r, err := b.syncOnce(ctx, b.main, o)
 		if r == nil {
 			return nil, err
@@ -385,7 +390,7 @@ func (b *bench) budget(ctx context.Context) error {
 		return err
 	}
 	defer s.close()
-	m, err := b.measure(func() ([]*mediator.Report, error) {
+	m, err := b.measure("budget", func() ([]*mediator.Report, error) {
 		r, err := b.syncOnce(ctx, s, mediator.RunOptions{})
 		if r == nil {
 			return nil, err
@@ -427,7 +432,7 @@ func (b *bench) latencyScenario(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		m, err := b.measure(func() ([]*mediator.Report, error) {
+		m, err := b.measure("latency", func() ([]*mediator.Report, error) {
 			return b.syncUntilDone(ctx, s, mediator.RunOptions{}, b.cfg.maxRuns)
 		})
 		s.close()
