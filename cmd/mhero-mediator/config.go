@@ -102,7 +102,7 @@ func (c *config) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.WriteBack.Code, "write-back-code", mediator.DefaultWriteBackCode, "otherID code of the written-back contact UUID")
 	fs.StringVar(&s.WriteBack.Authority, "write-back-authority", "", "otherID assigningAuthorityName of the written-back contact UUID (empty: the RapidPro URL)")
 	fs.IntVar(&c.rapidProRate, "rapidpro-rate", 3600, "RapidPro requests per hour per rate scope (0: no client-side limit)")
-	fs.IntVar(&c.writeConcurrency, "write-concurrency", 4, "RapidPro writes in flight at once, within --rapidpro-rate (1: one at a time); writes for the same worker, phone or contact stay in order")
+	fs.IntVar(&c.writeConcurrency, "write-concurrency", 8, "RapidPro writes in flight at once, within --rapidpro-rate (1: one at a time); writes for the same worker, phone or contact stay in order")
 	fs.DurationVar(&c.rapidProRetryAfterCap, "rapidpro-retry-after-cap", time.Minute, "longest RapidPro Retry-After waited on in a run; longer defers the rest to the next run")
 	fs.IntVar(&c.lookupThreshold, "lookup-threshold", 100, "linked contacts to read above which a run may read the whole group (when that takes fewer requests) instead of one by one")
 	fs.StringVar(&c.stateFile, "state-file", "mhero-state.db", "file keeping the watermark and contact links between runs")
