@@ -357,7 +357,11 @@ func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 		return
 	}
 	w.consecutive = 0
-	w.idx.add(&created)
+	if globalID(&created) == it.Key {
+		w.idx.add(createdView(created))
+	} else {
+		w.idx.add(&created)
+	}
 	if globalID(&created) != it.Key && !it.lookedUp {
 		// A create whose answer was lost came back as the contact already
 		// holding the phone, which is not this provider's: adopt it as a
@@ -369,6 +373,16 @@ func (w *writer) create(ctx context.Context, it *item, free, taken []string) {
 	w.report.Created++
 	it.note(OutcomeCreate, "")
 	w.settle(it, &created, taken)
+}
+
+// createdView is what the index keeps of a contact this run created for
+// its provider: what a later write may ask of it (its phones, globalid,
+// status and groups). Its name and other fields are what was just sent;
+// a first sync creates every contact, and keeping them all whole was most
+// of its memory.
+func createdView(c rapidpro.Contact) *rapidpro.Contact {
+	return &rapidpro.Contact{UUID: c.UUID, Status: c.Status, URNs: c.URNs, Groups: c.Groups,
+		Fields: map[string]*string{FieldGlobalID: c.Fields[FieldGlobalID]}}
 }
 
 // lookUp adds the contacts holding urns to the index.

@@ -1,6 +1,7 @@
 package rapidpro
 
 import (
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -42,5 +43,24 @@ func TestOwnHTTPClient(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Each scope paces at 99% of the configured rate, one request at a time:
+// the server counts arrivals in a sliding window, and at exactly its rate
+// jitter put one request too many into a window (mhero-bench's budget
+// scenario met a 429 and its Retry-After in most runs).
+func TestScopePacesUnderTheRate(t *testing.T) {
+	for _, perHour := range []int{3600, 1000, 360000} {
+		s := newScope(scopeContacts, perHour, time.Now)
+		if got, want := float64(s.limiter.Limit()), 0.99*float64(perHour)/3600; math.Abs(got-want) > 1e-9*want {
+			t.Errorf("%d an hour: paced at %g a second, want %g", perHour, got, want)
+		}
+		if s.limiter.Burst() != 1 {
+			t.Errorf("%d an hour: burst %d, want 1", perHour, s.limiter.Burst())
+		}
+	}
+	if s := newScope(scopeContacts, 0, time.Now); s.limiter != nil {
+		t.Error("no rate set, yet the scope is paced")
 	}
 }
