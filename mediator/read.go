@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 
@@ -72,6 +73,9 @@ func (ix *index) add(c *rapidpro.Contact) {
 }
 
 func (ix *index) remove(c *rapidpro.Contact) {
+	if cur := ix.byUUID[c.UUID]; cur != nil {
+		c = cur // a newer copy may have replaced the one the caller holds
+	}
 	delete(ix.byUUID, c.UUID)
 	for _, u := range c.URNs {
 		if ix.byURN[u] == c {
@@ -117,17 +121,29 @@ func globalID(c *rapidpro.Contact) string {
 // the group to find the contacts of workers who left.
 func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, mode readMode) (*index, error) {
 	idx := newIndex()
-	collect := func(c rapidpro.Contact) error { idx.add(&c); return nil }
-	holds := mode.holds(work)
-	collectAll := func(c rapidpro.Contact) error {
-		if k := globalID(&c); k != "" {
-			if inGroup(&c, boot.GroupUUID) {
-				idx.managed++
-			}
-			if mode.settled.has(k) {
-				idx.noteSettled(k, c.UUID, mode.settled)
-			}
+	// Every contact read is checked against the settled providers'
+	// globalids, those of lookups too: a second contact with one is a
+	// duplicate wherever it was found.
+	noteSettled := func(c *rapidpro.Contact) {
+		if k := globalID(c); k != "" && mode.settled.has(k) {
+			idx.noteSettled(k, c.UUID, mode.settled)
 		}
+	}
+	collect := func(c rapidpro.Contact) error {
+		noteSettled(&c)
+		idx.add(&c)
+		return nil
+	}
+	holds := mode.holds(work)
+	// Each managed contact is counted once, should paging return one twice
+	// (by a hash of its UUID: 16 bytes a contact).
+	managed, seed := map[uint64]struct{}{}, maphash.MakeSeed()
+	collectAll := func(c rapidpro.Contact) error {
+		if globalID(&c) != "" && inGroup(&c, boot.GroupUUID) {
+			managed[maphash.String(seed, c.UUID)] = struct{}{}
+			idx.managed = len(managed)
+		}
+		noteSettled(&c)
 		if holds(&c) {
 			idx.add(&c)
 		} else {
@@ -211,7 +227,8 @@ func (m readMode) holds(work []*item) func(*rapidpro.Contact) bool {
 	}
 	return func(c *rapidpro.Contact) bool {
 		k := globalID(c)
-		return k == "" || !m.settled.has(k) || uuids[c.UUID] || slices.ContainsFunc(c.URNs, func(u string) bool { return urns[u] })
+		_, canonical := parseUUID(c.UUID) // noteSettled cannot keep others: add finds their duplicates
+		return k == "" || !m.settled.has(k) || !canonical || uuids[c.UUID] || slices.ContainsFunc(c.URNs, func(u string) bool { return urns[u] })
 	}
 }
 
@@ -221,7 +238,7 @@ func (m readMode) holds(work []*item) func(*rapidpro.Contact) bool {
 func (ix *index) noteSettled(key, uuid string, settled *settledSet) {
 	id, ok := parseUUID(uuid)
 	if !ok {
-		return // not RapidPro's: add, which holds it, finds its duplicates
+		return // not RapidPro's form: holds keeps it, and add finds its duplicates
 	}
 	h := settled.hash(key)
 	first, seen := ix.settledFirst[h]

@@ -56,7 +56,7 @@ func TestReconciliationAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := buf.Bytes()
-	e := newEnv(t, envOptions{doc: doc, pageSize: 500})
+	e := newEnv(t, envOptions{doc: doc, pageSize: 500, concurrency: 8}) // as serve writes by default
 	run := func(name string, o RunOptions) (*Report, int, int) {
 		t.Helper()
 		e.clock.Advance(time.Hour)

@@ -61,7 +61,9 @@ type Options struct {
 	// (within its rate budget): a self-hosted RapidPro with no limit or a
 	// raised one is synced that many times as fast when latency dominates.
 	// Writes for the same provider, phone or contact stay in order. Zero
-	// or one writes one at a time.
+	// or one writes one at a time. A run that stops (MaxConsecutiveFailures,
+	// a 403, its deadline) lets the writes already in flight finish: up to
+	// WriteConcurrency-1 more requests than one at a time would send.
 	WriteConcurrency int
 	// WatermarkMargin is taken off the last run's start when asking for
 	// changed providers, against clock skew between this host and the registry.
@@ -285,7 +287,11 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 	}
 	pulled, err := s.pull(ctx, settings, in, r)
 	if err != nil {
-		r.abort("OpenInfoMan provider-search", err)
+		phase := "OpenInfoMan provider-search"
+		if isStateError(err) {
+			phase = "state"
+		}
+		r.abort(phase, err)
 		return r
 	}
 	r.Targeting = targeting.Counts
@@ -491,7 +497,7 @@ func (s *Syncer) intake(settings Settings, mapper Mapper, mappingFP string, pend
 		in.state = nil
 	}
 	if !dry {
-		in.settled = newSettledSet(settings.InactivePolicy)
+		in.settled, in.mapped = newSettledSet(settings.InactivePolicy), map[uint64]struct{}{}
 	}
 	for _, m := range pending {
 		in.pending[m.Key] = true

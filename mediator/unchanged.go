@@ -2,9 +2,12 @@ package mediator
 
 import (
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
 	"maps"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/openhie/mhero-mediator/csd"
@@ -21,18 +24,42 @@ import (
 // settings (their fingerprint, which holds the country), the inactive
 // policy, and the places records resolve through.
 func rawContext(mapping, policy string, dir *Directory) string {
-	parts := []string{"raw", mapping, policy}
+	parts := []string{"raw", mappingCode, mapping, policy}
 	if dir != nil {
 		for _, places := range []map[string]Place{dir.Facilities, dir.Organizations} {
+			parts = append(parts, strconv.Itoa(len(places)))
 			for _, k := range slices.Sorted(maps.Keys(places)) {
 				p := places[k]
-				parts = append(parts, k, p.ID, p.Name, p.Parent, strings.Join(p.Orgs, " "), strings.Join(p.Codes, " "))
+				parts = append(parts, k, p.ID, p.Name, p.Parent, strconv.Itoa(len(p.Orgs)))
+				parts = append(parts, p.Orgs...)
+				parts = append(parts, strconv.Itoa(len(p.Codes)))
+				parts = append(parts, p.Codes...)
 			}
-			parts = append(parts, "")
 		}
 	}
 	return digestOf(parts...)
 }
+
+// mappingVersion names this release's mapping code: raise it with any change
+// to what a record maps to (names, phone rules, targeting, the digest), so
+// that the first run of the new release maps every provider again instead
+// of trusting contacts confirmed under the old rules.
+const mappingVersion = "1"
+
+// mappingCode is the mapping code a Raw digest was made under: this
+// release's mappingVersion and the phone-number libraries it was built with,
+// whose metadata decides which numbers are valid.
+var mappingCode = func() string {
+	code := "mapping " + mappingVersion
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range info.Deps {
+			if m.Path == "github.com/nyaruka/gocommon" || m.Path == "github.com/nyaruka/phonenumbers/v2" {
+				code += " " + m.Path + "@" + m.Version
+			}
+		}
+	}
+	return code
+}()
 
 // rawDigest is a record's Raw under a run's raw context.
 func rawDigest(context string, p *csd.Provider) string {
@@ -99,11 +126,13 @@ func (s *settledSet) kindOf(rec Record) settledKind {
 
 func (s *settledSet) add(key string, rec Record) { s.kinds[s.hash(key)] = s.kindOf(rec) }
 
+func (s *settledSet) remove(key string) { delete(s.kinds, s.hash(key)) }
+
 // item takes a settled provider back into the run, as an item that needs
 // nothing from RapidPro: a duplicate contact found for it, say, rejects it.
 func (s *settledSet) item(key string, rec Record) *item {
 	kind := s.kinds[s.hash(key)]
-	delete(s.kinds, s.hash(key))
+	s.remove(key)
 	m := Mapping{EntityID: rec.EntityID, Key: key, Status: csd.StatusActive}
 	switch kind {
 	case settledInactive:
@@ -140,6 +169,19 @@ func (s *settledSet) count(r *Report) {
 	}
 }
 
+// stateError is a failure of the state met while pulling: the run is
+// reported as failed on the state, not on OpenInfoMan.
+type stateError struct{ err error }
+
+func (e stateError) Error() string { return e.err.Error() }
+func (e stateError) Unwrap() error { return e.err }
+
+// isStateError tells an error of the state from one of the pull itself.
+func isStateError(err error) bool {
+	var se stateError
+	return errors.As(err, &se)
+}
+
 // intake turns pulled providers into a run's items, leaving out those
 // whose record is unchanged since their contact was confirmed.
 type intake struct {
@@ -154,6 +196,13 @@ type intake struct {
 	// as; providers with a write-back to do are mapped.
 	writeBack  *csd.OtherID
 	writeBacks map[string]writeBack
+	// mapped holds the keys taken as items, by the settled set's hash.
+	mapped map[uint64]struct{}
+}
+
+func (in *intake) wasMapped(key string) bool {
+	_, ok := in.mapped[in.settled.hash(key)]
+	return ok
 }
 
 func (in *intake) take(p *csd.Provider) (*item, error) {
@@ -162,8 +211,13 @@ func (in *intake) take(p *csd.Provider) (*item, error) {
 	if key != "" && in.state != nil {
 		var err error
 		if rec, err = in.state.Record(key); err != nil {
-			return nil, err
+			return nil, stateError{err}
 		}
+	}
+	if in.settled.has(key) {
+		// Pulled twice (OpenInfoMan's pages overlapped): counted once, as
+		// the copy taken last.
+		in.settled.remove(key)
 	}
 	raw := ""
 	if key != "" {
@@ -182,6 +236,9 @@ func (in *intake) take(p *csd.Provider) (*item, error) {
 	}
 	m := in.mapper.Map(p)
 	m.Targets = nil // the contact's fields hold them
+	if in.settled != nil && key != "" {
+		in.mapped[in.settled.hash(key)] = struct{}{}
+	}
 	return &item{Mapping: m, pulled: true, rec: rec, raw: raw, carried: carried}, nil
 }
 
@@ -191,6 +248,8 @@ func (in *intake) settles(key string, rec Record, raw string, p *csd.Provider, c
 	switch {
 	case in.settled == nil || key == "" || rec.Raw != raw || rec.Digest == "" || rec.Rejected != "" || in.pending[key]:
 		return false
+	case in.wasMapped(key):
+		return false // a copy pulled earlier in the run is an item already
 	case in.writeBack == nil:
 		return true
 	}

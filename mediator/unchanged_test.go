@@ -2,9 +2,15 @@ package mediator
 
 import (
 	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/openhie/mhero-mediator/csd"
 	"github.com/openhie/mhero-mediator/rapidpro"
 )
 
@@ -33,5 +39,133 @@ func TestSettledWorkerWithADuplicateContactIsRejected(t *testing.T) {
 	}
 	if w := e.writes(before); len(w) != 0 {
 		t.Fatalf("the reconciliation wrote %d times", len(w))
+	}
+}
+
+// A release whose mapping code differs maps every provider again, even in
+// a run that would otherwise trust their records: contacts confirmed under
+// the old rules (a number the old phone metadata refused, say) are mapped
+// under the new ones.
+func TestNewMappingCodeMapsEveryProviderAgain(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directory(staff(5)...)})
+	wantProps(t, e.trigger(), map[string]string{"created": "5"})
+	full := func() *Report {
+		t.Helper()
+		r, err := e.syncer.RunWith(context.Background(), RunOptions{Full: true})
+		if err != nil || r.Err != nil {
+			t.Fatal(err, r.Err)
+		}
+		return r
+	}
+	if r := full(); r.Mapped != 0 {
+		t.Fatalf("same release: %d mapped again, want 0", r.Mapped)
+	}
+	defer func(old string) { mappingCode = old }(mappingCode)
+	mappingCode += " next"
+	if r := full(); r.Mapped != 5 || r.Unchanged != 5 {
+		t.Fatalf("new mapping code: %d mapped, %d unchanged; want all 5 mapped, and unchanged", r.Mapped, r.Unchanged)
+	}
+	if r := full(); r.Mapped != 0 {
+		t.Fatalf("the run after: %d mapped again, want 0", r.Mapped)
+	}
+}
+
+// What a record resolves through is part of its raw context, value by
+// value: a facility's organizations cannot run together.
+func TestRawContext(t *testing.T) {
+	dir := func(orgs ...string) *Directory {
+		d := NewDirectory()
+		d.Facilities["f"] = Place{ID: "f", Name: "F", Orgs: orgs}
+		return d
+	}
+	base := rawContext("m", InactiveRemoveFromGroup, dir("a", "b"))
+	for name, other := range map[string]string{
+		"orgs run together": rawContext("m", InactiveRemoveFromGroup, dir("a b")),
+		"another org":       rawContext("m", InactiveRemoveFromGroup, dir("a", "c")),
+		"mapping settings":  rawContext("n", InactiveRemoveFromGroup, dir("a", "b")),
+		"inactive policy":   rawContext("m", InactiveBlock, dir("a", "b")),
+		"no directory":      rawContext("m", InactiveRemoveFromGroup, nil),
+	} {
+		if other == base {
+			t.Errorf("%s: same raw context", name)
+		}
+	}
+	if again := rawContext("m", InactiveRemoveFromGroup, dir("a", "b")); again != base {
+		t.Error("the same inputs gave another raw context")
+	}
+}
+
+// A state that cannot be read during the pull fails the run on the state,
+// not on OpenInfoMan.
+func TestUnreadableRecordFailsTheRunOnTheState(t *testing.T) {
+	e := newEnv(t, envOptions{doc: directory(staff(3)...)})
+	e.trigger()
+	if err := e.state.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketProviders).Put([]byte("urn:uuid:staff-01"), []byte("{"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.syncer.RunWith(context.Background(), RunOptions{Full: true})
+	if err != nil || r.Err == nil || !strings.HasPrefix(r.Err.Error(), "state: ") || !strings.Contains(r.Err.Error(), "urn:uuid:staff-01") {
+		t.Fatalf("run error %v, want one on the state naming the record", r.Err)
+	}
+}
+
+// A provider pulled twice in one run (OpenInfoMan's pages overlapping) is
+// counted once: as settled while every copy is unchanged, as an item once a
+// copy needs mapping.
+func TestProviderPulledTwiceIsCountedOnce(t *testing.T) {
+	state, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer state.Close()
+	p := &csd.Provider{EntityID: "urn:uuid:A", Names: []csd.Name{{CommonNames: []string{"Ama"}}}, Record: csd.Record{Status: "Active"},
+		ContactPoints: []csd.ContactPoint{{Code: csd.ContactPhone, Value: "0777 100 001"}}}
+	changed := *p
+	changed.Names = []csd.Name{{CommonNames: []string{"Ama K."}}}
+	in := &intake{state: state, mapper: Mapper{Country: "LR"}, context: "ctx", pending: map[string]bool{},
+		settled: newSettledSet(InactiveRemoveFromGroup), mapped: map[uint64]struct{}{}}
+	rec, _ := json.Marshal(Record{EntityID: p.EntityID, UUID: "u", Digest: "d", Raw: rawDigest(in.context, p)})
+	if err := state.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketProviders).Put([]byte(p.Key()), rec) }); err != nil {
+		t.Fatal(err)
+	}
+	for i, step := range []struct {
+		p            *csd.Provider
+		item         bool
+		settledAfter int
+	}{
+		{p, false, 1},       // unchanged: settled
+		{p, false, 1},       // the same again: still one
+		{&changed, true, 0}, // a changed copy: an item, no longer settled
+		{p, true, 0},        // an unchanged copy after it: an item too, never settled beside one
+	} {
+		it, err := in.take(step.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (it != nil) != step.item || in.settled.len() != step.settledAfter {
+			t.Errorf("copy %d: item %v, %d settled; want item %v, %d settled", i+1, it != nil, in.settled.len(), step.item, step.settledAfter)
+		}
+	}
+}
+
+// A duplicate of an unchanged worker's contact found by a phone lookup, not
+// by the group read, is reported as one found in the group would be.
+func TestSettledWorkerDuplicateFoundByALookup(t *testing.T) {
+	workers := staff(3)
+	e := newEnv(t, envOptions{doc: directory(workers...)})
+	e.trigger()
+	key := "urn:uuid:staff-01"
+	e.workspace.AddContact(rapidpro.Contact{Name: "Copy", URNs: []string{"tel:+231886555111"}, Fields: map[string]*string{FieldGlobalID: &key}})
+	moved := slices.Clone(workers)
+	moved[2].phones, moved[2].updated = []string{"0886 555 111"}, later
+	e.setDirectory(moved...)
+	r, err := e.syncer.RunWith(context.Background(), RunOptions{Full: true})
+	if err != nil || r.Err != nil {
+		t.Fatal(err, r.Err)
+	}
+	if r.Failed[ReasonDuplicateGlobalID] != 1 || r.Mapped != 1 {
+		t.Fatalf("failed %v, %d mapped; want staff-01 rejected as a duplicate, 1 mapped", r.Failed, r.Mapped)
 	}
 }

@@ -275,7 +275,7 @@ func (w *writer) contactOf(it *item) *rapidpro.Contact {
 // sync creates or updates one active provider's contact, if it differs.
 func (w *writer) sync(ctx context.Context, it *item) {
 	c := w.contactOf(it)
-	if c != nil && !w.claim(c.UUID, it.Key) && !it.retried {
+	if w.concurrency > 1 && c != nil && !w.claim(c.UUID, it.Key) && !it.retried {
 		// Another provider's write in flight took it: decide again once
 		// the other writes are done.
 		w.later(&w.retry, it)

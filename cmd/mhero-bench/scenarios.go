@@ -186,8 +186,8 @@ type measured struct {
 }
 
 // measure runs fn alone on a heap brought back to what is live, and takes
-// its wall time, CPU, peak RSS and the requests the fakes received.
-// measure runs fn as scenario, labelled so in a CPU profile (go tool pprof
+// its wall time, CPU, peak RSS and the requests the fakes received; fn's
+// samples in a CPU profile are labelled with the scenario (go tool pprof
 // -tagfocus scenario=full).
 func (b *bench) measure(scenario string, fn func() ([]*mediator.Report, error)) (measured, error) {
 	if _, err := b.fakes.call(command{Op: "stats"}); err != nil {
@@ -230,9 +230,10 @@ func (b *bench) report(scenario, suffix string, m measured) {
 	fig("cpu", round(m.cpu.Seconds(), 3), "s")
 	fig("peak_rss", round(float64(m.peakRSS)/(1<<20), 1), "MiB")
 	fig("rss_file_end", round(float64(m.fileRSS)/(1<<20), 1), "MiB")
-	var providers, created, updated, unchanged, failed int
+	var providers, mapped, created, updated, unchanged, failed int
 	for _, r := range m.reports {
 		providers += r.Providers
+		mapped += r.Mapped
 		created += r.Created
 		updated += r.Updated
 		unchanged += r.Unchanged
@@ -241,6 +242,7 @@ func (b *bench) report(scenario, suffix string, m measured) {
 	fig("runs", float64(len(m.reports)), "runs")
 	fig("providers", float64(providers), "providers")
 	fig("providers_per_second", round(float64(providers)/m.wall.Seconds(), 0), "providers/s")
+	fig("mapped", float64(mapped), "providers")
 	fig("created", float64(created), "contacts")
 	fig("updated", float64(updated), "contacts")
 	fig("unchanged", float64(unchanged), "providers")

@@ -24,11 +24,11 @@ import (
 // others).
 var version = "1.1.0"
 
-// config is everything serve, sync and demo are configured with.
 // maxWriteConcurrency bounds --write-concurrency; each upstream client
 // keeps that many idle connections.
 const maxWriteConcurrency = 64
 
+// config is everything serve, sync and demo are configured with.
 type config struct {
 	settings mediator.Settings
 
