@@ -412,6 +412,40 @@ func (s *State) Pending() ([]Mapping, error) {
 	return out, err
 }
 
+// PendingKeys returns the keys of every provider left pending, without
+// their mappings.
+func (s *State) PendingKeys() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error { out[string(k)] = true; return nil })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: pending: %w", err)
+	}
+	return out, nil
+}
+
+// PendingFirst returns up to n of the pending mappings, in key order: a
+// run takes on what it can write, and the rest waits in the state.
+func (s *State) PendingFirst(n int) ([]Mapping, error) {
+	var out []Mapping
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPending).Cursor()
+		for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
+			var m Mapping
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("pending %q: %w", k, err)
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return out, nil
+}
+
 // eachJSON calls fn with every value of a bucket of JSON values.
 func eachJSON[T any](s *State, bucket []byte, what string, fn func(key string, v T) error) error {
 	err := s.db.View(func(tx *bolt.Tx) error {

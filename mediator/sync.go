@@ -57,6 +57,12 @@ type Options struct {
 	// CadreNames maps cadre codes to display names, for registries whose
 	// provider codedTypes carry codes only (an SVS value set).
 	CadreNames map[string]string
+	// MaxPending bounds the work left pending by earlier runs that a run
+	// takes on (the first in key order); the rest waits in the state. A
+	// national first sync at RapidPro's default rate leaves most of the
+	// registry pending for a day of runs, each able to write a few
+	// thousand. Zero means 10,000.
+	MaxPending int
 	// WriteConcurrency is how many writes may wait on RapidPro at once
 	// (within its rate budget): a self-hosted RapidPro with no limit or a
 	// raised one is synced that many times as fast when latency dominates.
@@ -110,6 +116,9 @@ func NewSyncer(settings Settings, opts Options) (*Syncer, error) {
 	}
 	if opts.MaxConsecutiveFailures <= 0 {
 		opts.MaxConsecutiveFailures = 5
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 10_000
 	}
 	s := &Syncer{opts: opts}
 	if err := s.SetSettings(settings); err != nil {
@@ -273,14 +282,18 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		r.Since = marks.watermark.Add(-s.opts.WatermarkMargin)
 	}
 	var pending []Mapping
+	pendingKeys := map[string]bool{}
 	if !fresh {
-		if pending, err = s.opts.State.Pending(); err != nil {
+		if pendingKeys, err = s.opts.State.PendingKeys(); err == nil {
+			pending, err = s.opts.State.PendingFirst(s.opts.MaxPending)
+		}
+		if err != nil {
 			r.abort("state", err)
 			return r
 		}
 	}
 	mapper := Mapper{Country: i18n.Country(boot.Country), Targeting: targeting, phones: newPhoneCache(phoneCacheSize)}
-	in, err := s.intake(settings, mapper, mappingFP, pending, fresh, o.DryRun)
+	in, err := s.intake(settings, mapper, mappingFP, pendingKeys, fresh, o.DryRun)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -295,7 +308,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	r.Targeting = targeting.Counts
-	items, err := s.plan(pulled, pending, settings.InactivePolicy, full, fresh, r)
+	items, err := s.plan(pulled, pending, pendingKeys, settings.InactivePolicy, full, fresh, r)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -491,16 +504,13 @@ func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report, dry b
 
 // intake sets up how the run takes in pulled providers. A plan maps every
 // provider, since it lists each one.
-func (s *Syncer) intake(settings Settings, mapper Mapper, mappingFP string, pending []Mapping, fresh, dry bool) (*intake, error) {
-	in := &intake{state: s.opts.State, mapper: mapper, context: rawContext(mappingFP, settings.InactivePolicy, mapper.Targeting.Directory), pending: map[string]bool{}}
+func (s *Syncer) intake(settings Settings, mapper Mapper, mappingFP string, pending map[string]bool, fresh, dry bool) (*intake, error) {
+	in := &intake{state: s.opts.State, mapper: mapper, context: rawContext(mappingFP, settings.InactivePolicy, mapper.Targeting.Directory), pending: pending}
 	if fresh {
 		in.state = nil
 	}
 	if !dry {
 		in.settled, in.mapped = newSettledSet(settings.InactivePolicy), map[uint64]struct{}{}
-	}
-	for _, m := range pending {
-		in.pending[m.Key] = true
 	}
 	if settings.WriteBack.Enabled {
 		want := settings.otherID("")
@@ -560,10 +570,12 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, in *intake, r *Rep
 // provider the contact it should have, so that a provider whose contact
 // already is that costs no request. A full run tries standing rejects
 // again; fresh plans as if the state were empty.
-func (s *Syncer) plan(pulled []*item, pending []Mapping, policy string, full, fresh bool, r *Report) ([]*item, error) {
+func (s *Syncer) plan(pulled []*item, pending []Mapping, pendingKeys map[string]bool, policy string, full, fresh bool, r *Report) ([]*item, error) {
 	// A pending provider pulled again is done in its newer form (every
 	// pulled item with its key, so that duplicates still meet); the others
-	// go first.
+	// go first. A pulled provider left pending by an earlier run, loaded in
+	// this one or not, clears its pending entry once settled: else a later
+	// run would write its older form back.
 	pulledKeys := map[string]bool{}
 	for _, it := range pulled {
 		if it.Key != "" {
@@ -571,16 +583,14 @@ func (s *Syncer) plan(pulled []*item, pending []Mapping, policy string, full, fr
 		}
 	}
 	items := make([]*item, 0, len(pending)+len(pulled))
-	wasPending := map[string]bool{}
 	slices.SortFunc(pending, func(a, b Mapping) int { return strings.Compare(a.Key, b.Key) })
 	for _, m := range pending {
-		wasPending[m.Key] = true
 		if !pulledKeys[m.Key] {
 			items = append(items, &item{Mapping: m, wasPending: true})
 		}
 	}
 	for _, it := range pulled {
-		it.wasPending = wasPending[it.Key]
+		it.wasPending = pendingKeys[it.Key]
 		items = append(items, it)
 	}
 	r.Retried = len(pending)

@@ -80,6 +80,7 @@ type envOptions struct {
 	cadreNames   map[string]string
 	answerBudget time.Duration // when set, runs that outlast it are completed asynchronously
 	concurrency  int           // writes in flight at once; default one at a time
+	maxPending   int           // pending work a run takes on; default the Syncer's
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -122,7 +123,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	syncer, err := NewSyncer(settings, Options{
 		State: state, Metrics: metrics, RapidProHTTP: o.rapidProHTTP, OpenInfoManHTTP: o.oimHTTP, RapidProRetryAfterCap: o.retryCap, RapidProRatePerHour: o.ratePerHour,
 		LookupThreshold: 10, WatermarkMargin: time.Minute, Now: clk.Now, CadreNames: o.cadreNames,
-		WriteConcurrency: o.concurrency,
+		WriteConcurrency: o.concurrency, MaxPending: o.maxPending,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,15 +3,18 @@ package mediator
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/openhie/mhero-mediator/csd"
 	"github.com/openhie/mhero-mediator/rapidpro"
+	"github.com/openhie/mhero-mediator/rapidpro/rapidprotest"
 )
 
 // A reconciliation neither maps nor holds the workers whose records did not
@@ -167,5 +170,35 @@ func TestSettledWorkerDuplicateFoundByALookup(t *testing.T) {
 	}
 	if r.Failed[ReasonDuplicateGlobalID] != 1 || r.Mapped != 1 {
 		t.Fatalf("failed %v, %d mapped; want staff-01 rejected as a duplicate, 1 mapped", r.Failed, r.Mapped)
+	}
+}
+
+// A run takes on at most MaxPending of the work earlier runs left, the
+// first in key order; the rest waits its turn in the state. A provider
+// pulled again while its older form waits is written in its newer form,
+// and the older one is never written back by a later run.
+func TestPendingBeyondTheBoundWaitsItsTurn(t *testing.T) {
+	workers := staff(6)
+	e := newEnv(t, envOptions{doc: directory(workers...), maxPending: 2})
+	e.workspace.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Status: http.StatusTooManyRequests, RetryAfter: time.Hour})
+	wantProps(t, e.trigger(), map[string]string{"created": "0", "pending": "6"})
+
+	workers[5].name, workers[5].updated = "Renamed", later
+	e.setDirectory(workers...)
+	tx, _ := e.next()
+	wantProps(t, tx, map[string]string{"retried": "2", "created": "3", "pending": "3"})
+	for runs := 0; ; runs++ {
+		if runs == 3 {
+			t.Fatalf("still %s pending after 3 more runs", tx.Response.Properties["pending"])
+		}
+		if tx, _ = e.next(); tx.Response.Properties["pending"] == "0" {
+			break
+		}
+	}
+	if c, ok := e.contactOf(workers[5].id); !ok || c.Name != "Renamed" {
+		t.Fatalf("staff-05's contact %+v, want the newer name", c)
+	}
+	if n := len(contactsByGlobalID(e.workspace.Contacts())); n != 6 {
+		t.Fatalf("%d contacts, want 6", n)
 	}
 }
