@@ -412,6 +412,18 @@ func (s *State) Pending() ([]Mapping, error) {
 	return out, err
 }
 
+// RejectedKeys returns the keys whose last outcome was a reject that stands.
+func (s *State) RejectedKeys() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRejected).ForEach(func(k, _ []byte) error { out[string(k)] = true; return nil })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: rejected: %w", err)
+	}
+	return out, nil
+}
+
 // PendingKeys returns the keys of every provider left pending, without
 // their mappings.
 func (s *State) PendingKeys() (map[string]bool, error) {

@@ -369,6 +369,10 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		maxConsecutive: s.opts.MaxConsecutiveFailures, targetKeys: targeting.keys(),
 		concurrency: s.opts.WriteConcurrency,
 	}
+	if w.rejected, err = s.opts.State.RejectedKeys(); err != nil {
+		r.abort("state", err)
+		return r
+	}
 	if o.DryRun {
 		// A plan answers its writes itself, in the order a sync makes them.
 		w.concurrency = 1

@@ -78,10 +78,14 @@ type writer struct {
 	toUnblock, toAdd, toRemove, toBlock []*item
 	retry                               []*item // conflicts that later writes may resolve
 
-	claimed        map[string]string // contact UUID → the key whose write took it in this run
-	stopped        error             // set when the rest of the run must wait for the next one
-	consecutive    int               // transient failures in a row
-	bootstrapStale bool              // a write found the group or a field missing
+	claimed map[string]string // contact UUID → the key whose write took it in this run
+	// rejected are the keys whose reject stands, in the state or from this
+	// run: only those have one to clear when confirmed (a clear for every
+	// confirmation doubled a first sync's state writes).
+	rejected       map[string]bool
+	stopped        error // set when the rest of the run must wait for the next one
+	consecutive    int   // transient failures in a row
+	bootstrapStale bool  // a write found the group or a field missing
 }
 
 // run handles every item, then the group actions, and records all outcomes.
@@ -630,8 +634,9 @@ func (w *writer) record(it *item, rec Record) {
 	}
 	if rec != it.rec {
 		w.progress.records[it.Key] = rec
-		if rec.Digest != "" {
+		if rec.Digest != "" && w.rejected[it.Key] {
 			w.progress.rejected[it.Key] = "" // confirmed as desired: an earlier reject no longer stands
+			delete(w.rejected, it.Key)
 		}
 	}
 	if it.wasPending {
@@ -715,6 +720,7 @@ func (w *writer) reject(it *item, uuid, reason, detail string) {
 	w.record(it, rec)
 	if it.Key != "" {
 		w.progress.rejected[it.Key] = reason
+		w.rejected[it.Key] = true
 	}
 }
 

@@ -70,3 +70,28 @@ func TestRejectDuplicateKeys(t *testing.T) {
 		t.Fatalf("failed = %q, want %q", got, want)
 	}
 }
+
+// A confirmation clears a reject only where one stands, in the state or
+// from earlier in the run: clearing for every confirmation doubled the
+// state's writes of a first sync.
+func TestConfirmationClearsOnlyAStandingReject(t *testing.T) {
+	tests := []struct {
+		name      string
+		standing  bool
+		wantClear bool
+	}{
+		{"no reject stands", false, false},
+		{"a reject stands", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &writer{progress: newProgress(), rejected: map[string]bool{"k": tt.standing}}
+			it := &item{Mapping: Mapping{EntityID: "K", Key: "k"}, digest: "d"}
+			w.done(it, "u")
+			_, cleared := w.progress.rejected["k"]
+			if cleared != tt.wantClear || w.progress.records["k"].Digest != "d" {
+				t.Fatalf("reject cleared %v, want %v; record %+v", cleared, tt.wantClear, w.progress.records["k"])
+			}
+		})
+	}
+}
