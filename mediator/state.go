@@ -413,26 +413,20 @@ func (s *State) Pending() ([]Mapping, error) {
 }
 
 // RejectedKeys returns the keys whose last outcome was a reject that stands.
-func (s *State) RejectedKeys() (map[string]bool, error) {
-	out := map[string]bool{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRejected).ForEach(func(k, _ []byte) error { out[string(k)] = true; return nil })
-	})
-	if err != nil {
-		return nil, fmt.Errorf("state: rejected: %w", err)
-	}
-	return out, nil
-}
+func (s *State) RejectedKeys() (map[string]bool, error) { return s.keys(bucketRejected, "rejected") }
 
 // PendingKeys returns the keys of every provider left pending, without
 // their mappings.
-func (s *State) PendingKeys() (map[string]bool, error) {
+func (s *State) PendingKeys() (map[string]bool, error) { return s.keys(bucketPending, "pending") }
+
+// keys returns the keys of a bucket, without reading its values.
+func (s *State) keys(bucket []byte, what string) (map[string]bool, error) {
 	out := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPending).ForEach(func(k, _ []byte) error { out[string(k)] = true; return nil })
+		return tx.Bucket(bucket).ForEach(func(k, _ []byte) error { out[string(k)] = true; return nil })
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state: pending: %w", err)
+		return nil, fmt.Errorf("state: %s: %w", what, err)
 	}
 	return out, nil
 }
