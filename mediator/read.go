@@ -48,13 +48,17 @@ func newIndex() *index {
 	}
 }
 
-// add records c, replacing what was known of the same contact. Only the
-// fields with a value are kept: RapidPro sends every field of the
-// workspace with each contact, most of them null, and an absent field
-// reads as null.
+// add records c, replacing what was known of the same contact unless that
+// is newer: with writes in flight, a lookup's answer can arrive after a
+// write's answer that it predates. Only the fields with a value are kept:
+// RapidPro sends every field of the workspace with each contact, most of
+// them null, and an absent field reads as null.
 func (ix *index) add(c *rapidpro.Contact) {
 	maps.DeleteFunc(c.Fields, func(_ string, v *string) bool { return v == nil })
 	if old := ix.byUUID[c.UUID]; old != nil {
+		if c.ModifiedOn.Before(old.ModifiedOn) {
+			return
+		}
 		ix.remove(old)
 	}
 	ix.byUUID[c.UUID] = c

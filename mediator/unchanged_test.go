@@ -202,3 +202,27 @@ func TestPendingBeyondTheBoundWaitsItsTurn(t *testing.T) {
 		t.Fatalf("%d contacts, want 6", n)
 	}
 }
+
+// The index keeps the newest copy of a contact it was given: a lookup
+// answered after a write it predates (writes overlap) does not bring the
+// old phones back.
+func TestIndexKeepsTheNewerCopy(t *testing.T) {
+	at := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	older := rapidpro.Contact{UUID: "c", URNs: []string{"tel:+231777000001"}, ModifiedOn: at}
+	newer := rapidpro.Contact{UUID: "c", URNs: []string{"tel:+231777000002"}, ModifiedOn: at.Add(time.Second)}
+	for _, tc := range []struct {
+		name  string
+		order []rapidpro.Contact
+	}{
+		{"newer last", []rapidpro.Contact{older, newer}},
+		{"older last", []rapidpro.Contact{newer, older}},
+	} {
+		ix := newIndex()
+		for _, c := range tc.order {
+			ix.add(&c)
+		}
+		if ix.byURN["tel:+231777000001"] != nil || ix.byURN["tel:+231777000002"] == nil || ix.byUUID["c"].URNs[0] != "tel:+231777000002" {
+			t.Errorf("%s: index holds %+v", tc.name, ix.byUUID["c"])
+		}
+	}
+}
