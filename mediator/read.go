@@ -76,6 +76,22 @@ func (ix *index) add(c *rapidpro.Contact) {
 	}
 }
 
+// forget lets go of the contacts of a chunk's providers, once written: a
+// later chunk has other providers, and a phone one of them wants is found
+// again by the create or update that meets it.
+func (ix *index) forget(items []*item) {
+	for _, it := range items {
+		for _, uuid := range []string{it.rec.UUID, it.uuid, it.contactUUID} {
+			if c := ix.byUUID[uuid]; c != nil && uuid != "" {
+				ix.remove(c)
+			}
+		}
+		if c := ix.byKey[it.Key]; c != nil && it.Key != "" {
+			ix.remove(c)
+		}
+	}
+}
+
 func (ix *index) remove(c *rapidpro.Contact) {
 	if cur := ix.byUUID[c.UUID]; cur != nil {
 		c = cur // a newer copy may have replaced the one the caller holds
@@ -123,8 +139,10 @@ func globalID(c *rapidpro.Contact) string {
 // providers have no link although their contacts exist (created into the
 // group), so the group is read once to find them. A reconciliation reads
 // the group to find the contacts of workers who left.
-func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, work []*item, mode readMode) (*index, error) {
-	idx := newIndex()
+//
+// What it finds goes into idx, which may hold what an earlier chunk of the
+// run read: a contact found there is not read again.
+func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, idx *index, work []*item, mode readMode) error {
 	// Every contact read is checked against the settled providers'
 	// globalids, those of lookups too: a second contact with one is a
 	// duplicate wherever it was found.
@@ -157,16 +175,16 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	}
 	if mode.scan {
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collectAll); err != nil {
-			return idx, fmt.Errorf("workspace: %w", err)
+			return fmt.Errorf("workspace: %w", err)
 		}
-		return idx, nil
+		return nil
 	}
 	// A retiring worker's contact is read too: its status decides whether
 	// blocking it is this service's doing (and so may be undone), and a
 	// stopped contact must never be touched.
 	var linked []*item
 	for _, it := range work {
-		if it.rec.UUID != "" {
+		if it.rec.UUID != "" && idx.byUUID[it.rec.UUID] == nil {
 			linked = append(linked, it)
 		}
 	}
@@ -177,7 +195,7 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	readGroup := mode.group || (mode.crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked))
 	if readGroup && boot.GroupUUID != "" {
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collectAll); err != nil {
-			return idx, fmt.Errorf("group %q: %w", boot.GroupName, err)
+			return fmt.Errorf("group %q: %w", boot.GroupName, err)
 		}
 	}
 	for _, it := range linked {
@@ -186,15 +204,15 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 		}
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{UUID: it.rec.UUID}, collect); err != nil {
 			if stopsRun(err) {
-				return idx, fmt.Errorf("contact %s: %w", it.rec.UUID, err)
+				return fmt.Errorf("contact %s: %w", it.rec.UUID, err)
 			}
 			it.readErr = err // this provider waits for the next run; the others go on
 		}
 	}
 	looked := map[string]bool{}
-	for _, it := range linked {
+	for _, it := range work {
 		c := idx.byUUID[it.rec.UUID]
-		if c == nil || it.readErr != nil || it.action != actionSync {
+		if c == nil || it.rec.UUID == "" || it.readErr != nil || it.action != actionSync {
 			continue // deleted in RapidPro: created anew, and a create reports taken phones itself
 		}
 		for _, u := range it.Contact.URNs {
@@ -204,13 +222,13 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 			looked[u] = true
 			if err := rp.Contacts(ctx, rapidpro.ContactQuery{URN: u}, collect); err != nil {
 				if stopsRun(err) {
-					return idx, fmt.Errorf("phone lookup: %w", err)
+					return fmt.Errorf("phone lookup: %w", err)
 				}
 				it.readErr = err
 			}
 		}
 	}
-	return idx, nil
+	return nil
 }
 
 // holds tells which contacts of a group or workspace read the run must hold

@@ -12,7 +12,7 @@ import (
 // item for every contact of the managed group whose globalid the registry
 // no longer has: the registry never deletes, but a document rebuilt without
 // a worker, or a worker merged into another, leaves one behind.
-func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy string, fresh bool, settled *settledSet) ([]*item, error) {
+func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy string, fresh bool, in *intake) ([]*item, error) {
 	inRegistry := make(map[string]bool, len(items))
 	for _, it := range items {
 		if it.Key != "" {
@@ -22,7 +22,7 @@ func (s *Syncer) addLeavers(items []*item, idx *index, boot bootstrap, policy st
 	var leavers []*item
 	for _, c := range idx.byUUID {
 		key := globalID(c)
-		if key == "" || inRegistry[key] || settled.has(key) || !inGroup(c, boot.GroupUUID) || len(idx.duplicates[key]) > 0 {
+		if key == "" || inRegistry[key] || in.settled.has(key) || in.wasMapped(key) || !inGroup(c, boot.GroupUUID) || len(idx.duplicates[key]) > 0 {
 			continue
 		}
 		inRegistry[key] = true

@@ -164,6 +164,10 @@ func (s *State) Close() error {
 	return err
 }
 
+// dir is the directory of the state file: a run's spill file goes there,
+// on the disk the operator chose for the service's data.
+func (s *State) dir() string { return filepath.Dir(s.db.Path()) }
+
 // get returns a copy of a value of the run bucket, nil if absent.
 func (s *State) get(key []byte) ([]byte, error) {
 	var out []byte

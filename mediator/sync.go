@@ -57,6 +57,11 @@ type Options struct {
 	// CadreNames maps cadre codes to display names, for registries whose
 	// provider codedTypes carry codes only (an SVS value set).
 	CadreNames map[string]string
+	// ChunkSize bounds the changed providers a run holds mapped at once:
+	// the active ones a pull maps beyond it wait in a spill file beside the
+	// state, and are written in chunks of that size after the first, so a
+	// national first sync holds a chunk, not the registry. Zero means 5,000.
+	ChunkSize int
 	// MaxPending bounds the work left pending by earlier runs that a run
 	// takes on (the first in key order); the rest waits in the state. A
 	// national first sync at RapidPro's default rate leaves most of the
@@ -119,6 +124,9 @@ func NewSyncer(settings Settings, opts Options) (*Syncer, error) {
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 10_000
+	}
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = 5_000
 	}
 	s := &Syncer{opts: opts}
 	if err := s.SetSettings(settings); err != nil {
@@ -298,6 +306,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		r.abort("state", err)
 		return r
 	}
+	defer in.spill.close()
 	pulled, err := s.pull(ctx, settings, in, r)
 	if err != nil {
 		phase := "OpenInfoMan provider-search"
@@ -308,7 +317,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	r.Targeting = targeting.Counts
-	items, err := s.plan(pulled, pending, pendingKeys, settings.InactivePolicy, full, fresh, r)
+	items, err := s.plan(pulled, pending, in, settings.InactivePolicy, full, fresh, r)
 	if err != nil {
 		r.abort("state", err)
 		return r
@@ -334,7 +343,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 		before := rp.Sent()
 		scanning = marks.scanned.IsZero()
-		idx, err = s.read(ctx, rp, boot, work, readMode{scan: scanning, crashed: !marks.writing.IsZero(), group: reconcile, settled: in.settled})
+		err = s.read(ctx, rp, boot, idx, work, readMode{scan: scanning, crashed: !marks.writing.IsZero(), group: reconcile, settled: in.settled})
 		reads.Requests = int(rp.Sent() - before)
 		if err != nil && !stopsRun(err) {
 			reads.end(s.opts.Now, err, "")
@@ -349,7 +358,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	if reconcile && readErr == nil {
-		items, err = s.addLeavers(items, idx, boot, settings.InactivePolicy, fresh, in.settled)
+		items, err = s.addLeavers(items, idx, boot, settings.InactivePolicy, fresh, in)
 		if err != nil {
 			r.abort("state", err)
 			return r
@@ -387,10 +396,25 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 			return r
 		}
 	}
-	before := rp.Sent()
-	r.meter.toWrite.Store(int64(len(items)))
+	before, readBefore := rp.Sent(), reads.Requests
+	r.meter.toWrite.Store(int64(len(items) + in.spill.len()))
+	if in.spill != nil {
+		w.comesLater = in.comesLater
+	}
 	err = w.run(ctx, items)
-	writes.Requests = int(rp.Sent() - before)
+	r.planLines(items)
+	var confirmed []confirmed
+	if settings.WriteBack.Enabled {
+		confirmed = confirmedOf(items)
+	}
+	if err == nil && in.spill != nil {
+		// The index forgets each chunk's contacts once it is written (a
+		// later chunk's write that meets one finds it again by its phone).
+		idx.forget(items)
+		items = nil
+		err = s.writeSpilled(ctx, rp, boot, in, w, reads, full, settings.WriteBack.Enabled, &confirmed)
+	}
+	writes.Requests = int(rp.Sent()-before) - (reads.Requests - readBefore)
 	if w.bootstrapStale && !o.DryRun {
 		// A group or field went missing: the next run sets them up again.
 		err = errors.Join(err, s.opts.State.setBootstrap(nil))
@@ -400,7 +424,6 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		r.abort("state", err)
 		return r
 	}
-	r.planLines(items)
 	in.settled.count(r)
 	if o.DryRun {
 		// What stands in the state counts as for a sync, so that the plan's
@@ -415,7 +438,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		return r
 	}
 	if settings.WriteBack.Enabled {
-		if err := s.writeBack(ctx, settings, items, r); err != nil {
+		if err := s.writeBack(ctx, settings, confirmed, r); err != nil {
 			r.abort("state", err)
 			return r
 		}
@@ -509,12 +532,15 @@ func (s *Syncer) checkTarget(settings Settings, boot bootstrap, r *Report, dry b
 // intake sets up how the run takes in pulled providers. A plan maps every
 // provider, since it lists each one.
 func (s *Syncer) intake(settings Settings, mapper Mapper, mappingFP string, pending map[string]bool, fresh, dry bool) (*intake, error) {
-	in := &intake{state: s.opts.State, mapper: mapper, context: rawContext(mappingFP, settings.InactivePolicy, mapper.Targeting.Directory), pending: pending}
+	in := newIntake()
+	in.state, in.mapper, in.pending = s.opts.State, mapper, pending
+	in.context = rawContext(mappingFP, settings.InactivePolicy, mapper.Targeting.Directory)
 	if fresh {
 		in.state = nil
 	}
 	if !dry {
-		in.settled, in.mapped = newSettledSet(settings.InactivePolicy), map[uint64]struct{}{}
+		in.settled = newSettledSet(settings.InactivePolicy)
+		in.spillDir, in.maxHeld = s.opts.State.dir(), s.opts.ChunkSize
 	}
 	if settings.WriteBack.Enabled {
 		want := settings.otherID("")
@@ -566,7 +592,78 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, in *intake, r *Rep
 		r.PullIncomplete = "OpenInfoMan " + string(stats.Stop) + ": providers past the first page may be missing; the watermark was kept"
 	}
 	r.Providers = pulled
-	return items, nil
+	r.Mapped += in.spill.len()
+	back, err := in.reloaded()
+	if err != nil {
+		return nil, stateError{err}
+	}
+	return withReloaded(items, back), nil
+}
+
+// withReloaded puts each provider read back from the spill file before the
+// copies of it pulled after it.
+func withReloaded(pulled, back []*item) []*item {
+	if len(back) == 0 {
+		return pulled
+	}
+	byKey := map[string][]*item{}
+	for _, it := range back {
+		byKey[it.Key] = append(byKey[it.Key], it)
+	}
+	out := make([]*item, 0, len(pulled)+len(back))
+	for _, it := range pulled {
+		out = append(out, byKey[it.Key]...)
+		delete(byKey, it.Key)
+		out = append(out, it)
+	}
+	return out
+}
+
+// writeSpilled decides, reads and writes the spilled providers chunk by
+// chunk after the first chunk, with the run's index and writer. Once the
+// writer has stopped, each chunk is read back only to be left pending.
+func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot bootstrap, in *intake, w *writer, reads *Phase, full, writeBack bool, confirmed *[]confirmed) error {
+	for {
+		chunk, err := in.nextChunk()
+		if err != nil || len(chunk)+len(w.carried) == 0 {
+			return err
+		}
+		items, err := s.plan(chunk, nil, in, w.policy, full, false, w.report)
+		if err != nil {
+			return err
+		}
+		// A conflict carried from an earlier chunk goes last in the chunk
+		// that writes the contact holding its phone, after that write.
+		carried := w.carried
+		w.carried = nil
+		for _, it := range carried {
+			if w.waitsForLater(it) {
+				w.carried = append(w.carried, it)
+			} else {
+				items = append(items, it)
+			}
+		}
+		if work := needsRapidPro(items); len(work) > 0 && w.stopped == nil && ctx.Err() == nil {
+			before := rp.Sent()
+			err := s.read(ctx, rp, boot, w.idx, work, readMode{settled: in.settled})
+			reads.Requests += int(rp.Sent() - before)
+			if err != nil {
+				w.stop(err)
+			}
+			if items, err = s.unsettle(items, w.idx, in.settled); err != nil {
+				return err
+			}
+		}
+		w.claimed = nil // contacts claimed by earlier chunks are settled
+		if err := w.run(ctx, items); err != nil {
+			return err
+		}
+		w.report.planLines(items)
+		if writeBack {
+			*confirmed = append(*confirmed, confirmedOf(items)...)
+		}
+		w.idx.forget(items)
+	}
 }
 
 // plan puts the work a cut run left pending first (superseded by a newer
@@ -574,30 +671,24 @@ func (s *Syncer) pull(ctx context.Context, settings Settings, in *intake, r *Rep
 // provider the contact it should have, so that a provider whose contact
 // already is that costs no request. A full run tries standing rejects
 // again; fresh plans as if the state were empty.
-func (s *Syncer) plan(pulled []*item, pending []Mapping, pendingKeys map[string]bool, policy string, full, fresh bool, r *Report) ([]*item, error) {
+func (s *Syncer) plan(pulled []*item, pending []Mapping, in *intake, policy string, full, fresh bool, r *Report) ([]*item, error) {
 	// A pending provider pulled again is done in its newer form (every
 	// pulled item with its key, so that duplicates still meet); the others
 	// go first. A pulled provider left pending by an earlier run, loaded in
 	// this one or not, clears its pending entry once settled: else a later
 	// run would write its older form back.
-	pulledKeys := map[string]bool{}
-	for _, it := range pulled {
-		if it.Key != "" {
-			pulledKeys[it.Key] = true
-		}
-	}
 	items := make([]*item, 0, len(pending)+len(pulled))
 	slices.SortFunc(pending, func(a, b Mapping) int { return strings.Compare(a.Key, b.Key) })
 	for _, m := range pending {
-		if !pulledKeys[m.Key] {
+		if !in.wasMapped(m.Key) {
 			items = append(items, &item{Mapping: m, wasPending: true})
 		}
 	}
 	for _, it := range pulled {
-		it.wasPending = pendingKeys[it.Key]
+		it.wasPending = in.pending[it.Key]
 		items = append(items, it)
 	}
-	r.Retried = len(pending)
+	r.Retried += len(pending)
 
 	// A pulled item came with its record.
 	if err := s.records(items[:len(items)-len(pulled)], fresh); err != nil {

@@ -81,6 +81,7 @@ type envOptions struct {
 	answerBudget time.Duration // when set, runs that outlast it are completed asynchronously
 	concurrency  int           // writes in flight at once; default one at a time
 	maxPending   int           // pending work a run takes on; default the Syncer's
+	chunkSize    int           // changed providers a run holds at once; default the Syncer's
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -123,7 +124,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	syncer, err := NewSyncer(settings, Options{
 		State: state, Metrics: metrics, RapidProHTTP: o.rapidProHTTP, OpenInfoManHTTP: o.oimHTTP, RapidProRetryAfterCap: o.retryCap, RapidProRatePerHour: o.ratePerHour,
 		LookupThreshold: 10, WatermarkMargin: time.Minute, Now: clk.Now, CadreNames: o.cadreNames,
-		WriteConcurrency: o.concurrency, MaxPending: o.maxPending,
+		WriteConcurrency: o.concurrency, MaxPending: o.maxPending, ChunkSize: o.chunkSize,
 	})
 	if err != nil {
 		t.Fatal(err)

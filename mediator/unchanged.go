@@ -183,7 +183,8 @@ func isStateError(err error) bool {
 }
 
 // intake turns pulled providers into a run's items, leaving out those
-// whose record is unchanged since their contact was confirmed.
+// whose record is unchanged since their contact was confirmed, and spilling
+// to disk the active ones mapped beyond what a run holds at once.
 type intake struct {
 	state   *State // nil: plan as if the state were empty (fresh)
 	mapper  Mapper
@@ -196,12 +197,28 @@ type intake struct {
 	// as; providers with a write-back to do are mapped.
 	writeBack  *csd.OtherID
 	writeBacks map[string]writeBack
-	// mapped holds the keys taken as items, by the settled set's hash.
+	// mapped holds the keys taken as items or spilled, by a hash.
 	mapped map[uint64]struct{}
+	seed   maphash.Seed
+
+	// Once held items reach maxHeld, an active provider is spilled to a
+	// file made in spillDir (none: never; a plan lists each provider). A
+	// key pulled again is held, beside its spilled copy (reload), so that
+	// the duplicate check sees both.
+	spillDir      string
+	spill         *spill
+	held, maxHeld int
+	spilledKeys   map[uint64]struct{}
+	reload        map[string]bool
 }
 
+func newIntake() *intake {
+	return &intake{mapped: map[uint64]struct{}{}, seed: maphash.MakeSeed(), spilledKeys: map[uint64]struct{}{}, reload: map[string]bool{}}
+}
+
+// wasMapped tells a key already taken as an item or spilled in this run.
 func (in *intake) wasMapped(key string) bool {
-	_, ok := in.mapped[in.settled.hash(key)]
+	_, ok := in.mapped[maphash.String(in.seed, key)]
 	return ok
 }
 
@@ -218,6 +235,11 @@ func (in *intake) take(p *csd.Provider) (*item, error) {
 		// Pulled twice (OpenInfoMan's pages overlapped): counted once, as
 		// the copy taken last.
 		in.settled.remove(key)
+	}
+	h := maphash.String(in.seed, key)
+	if _, ok := in.spilledKeys[h]; ok && key != "" {
+		delete(in.spilledKeys, h)
+		in.reload[key] = true
 	}
 	raw := ""
 	if key != "" {
@@ -236,10 +258,76 @@ func (in *intake) take(p *csd.Provider) (*item, error) {
 	}
 	m := in.mapper.Map(p)
 	m.Targets = nil // the contact's fields hold them
-	if in.settled != nil && key != "" {
-		in.mapped[in.settled.hash(key)] = struct{}{}
+	repeated := false
+	if key != "" {
+		repeated = in.wasMapped(key)
+		in.mapped[h] = struct{}{}
 	}
+	if in.spillDir != "" && in.held >= in.maxHeld && !repeated && key != "" && m.Status == csd.StatusActive && m.Skipped == "" {
+		// Retirements are never spilled: the circuit breaker weighs them all.
+		if err := in.spillOut(spilled{Mapping: m, Rec: rec, Raw: raw, Carried: carried}); err != nil {
+			return nil, stateError{err}
+		}
+		in.spilledKeys[h] = struct{}{}
+		return nil, nil
+	}
+	in.held++
 	return &item{Mapping: m, pulled: true, rec: rec, raw: raw, carried: carried}, nil
+}
+
+func (in *intake) spillOut(e spilled) error {
+	if in.spill == nil {
+		var err error
+		if in.spill, err = newSpill(in.spillDir); err != nil {
+			return err
+		}
+	}
+	return in.spill.add(e)
+}
+
+// reloaded reads back the spilled copies of the keys pulled again, to be
+// held with the rest, and readies the spill file for the chunks.
+func (in *intake) reloaded() ([]*item, error) {
+	if in.spill == nil {
+		return nil, nil
+	}
+	var out []*item
+	if len(in.reload) > 0 {
+		if err := in.spill.rewind(); err != nil {
+			return nil, err
+		}
+		for {
+			back, err := in.spill.next(in.maxHeld, func(key string) bool { return !in.reload[key] })
+			if err != nil {
+				return nil, err
+			}
+			if len(back) == 0 {
+				break
+			}
+			out = append(out, back...)
+		}
+	}
+	return out, in.spill.rewind()
+}
+
+// nextChunk reads the next chunk of spilled providers, leaving out those
+// held already.
+func (in *intake) nextChunk() ([]*item, error) {
+	if in.spill == nil {
+		return nil, nil
+	}
+	chunk, err := in.spill.next(in.maxHeld, func(key string) bool { return in.reload[key] })
+	for _, it := range chunk {
+		delete(in.spilledKeys, maphash.String(in.seed, it.Key))
+	}
+	return chunk, err
+}
+
+// comesLater tells a key spilled and not yet read back: a later chunk
+// writes it.
+func (in *intake) comesLater(key string) bool {
+	_, ok := in.spilledKeys[maphash.String(in.seed, key)]
+	return ok && key != ""
 }
 
 // settles tells a provider whose contact was confirmed from this very
@@ -249,7 +337,7 @@ func (in *intake) settles(key string, rec Record, raw string, p *csd.Provider, c
 	case in.settled == nil || key == "" || rec.Raw != raw || rec.Digest == "" || rec.Rejected != "" || in.pending[key]:
 		return false
 	case in.wasMapped(key):
-		return false // a copy pulled earlier in the run is an item already
+		return false // a copy pulled earlier in the run is an item already, or spilled
 	case in.writeBack == nil:
 		return true
 	}

@@ -127,8 +127,9 @@ func TestProviderPulledTwiceIsCountedOnce(t *testing.T) {
 		ContactPoints: []csd.ContactPoint{{Code: csd.ContactPhone, Value: "0777 100 001"}}}
 	changed := *p
 	changed.Names = []csd.Name{{CommonNames: []string{"Ama K."}}}
-	in := &intake{state: state, mapper: Mapper{Country: "LR"}, context: "ctx", pending: map[string]bool{},
-		settled: newSettledSet(InactiveRemoveFromGroup), mapped: map[uint64]struct{}{}}
+	in := newIntake()
+	in.state, in.mapper, in.context, in.pending = state, Mapper{Country: "LR"}, "ctx", map[string]bool{}
+	in.settled = newSettledSet(InactiveRemoveFromGroup)
 	rec, _ := json.Marshal(Record{EntityID: p.EntityID, UUID: "u", Digest: "d", Raw: rawDigest(in.context, p)})
 	if err := state.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketProviders).Put([]byte(p.Key()), rec) }); err != nil {
 		t.Fatal(err)

@@ -77,6 +77,10 @@ type writer struct {
 
 	toUnblock, toAdd, toRemove, toBlock []*item
 	retry                               []*item // conflicts that later writes may resolve
+	// comesLater tells a provider key a later chunk of the run writes; a
+	// conflict over its phone is carried to that chunk (carried).
+	comesLater func(key string) bool
+	carried    []*item
 
 	claimed map[string]string // contact UUID → the key whose write took it in this run
 	// rejected are the keys whose reject stands, in the state or from this
@@ -93,7 +97,7 @@ type writer struct {
 func (w *writer) run(ctx context.Context, items []*item) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.concurrency > 1 {
+	if _, wrapped := w.rp.(unlockedOps); w.concurrency > 1 && !wrapped { // once, though a run writes in chunks
 		w.rp = unlockedOps{ops: w.rp, mu: &w.mu}
 	}
 	if err := w.dispatch(ctx, items); err != nil {
@@ -112,6 +116,10 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 			w.deferItem(it, w.knownUUID(it))
 			continue
 		}
+		if w.waitsForLater(it) {
+			w.carried = append(w.carried, it)
+			continue
+		}
 		w.sync(ctx, it)
 	}
 	// A contact this service blocked is unblocked before it can rejoin.
@@ -125,6 +133,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 		it.setBlocked = true
 		w.done(it, it.uuid)
 	})
+	w.toUnblock, w.toAdd, w.toRemove, w.toBlock = nil, nil, nil, nil // the next chunk's are its own
 	return w.flush(true)
 }
 
@@ -597,6 +606,15 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 			w.failAs(it, it.uuid, reason, err)
 		}
 	}
+}
+
+// waitsForLater tells a provider one of whose phones a contact holds that
+// a later chunk of the run writes: that write may let the phone go.
+func (w *writer) waitsForLater(it *item) bool {
+	return w.comesLater != nil && slices.ContainsFunc(it.Contact.URNs, func(u string) bool {
+		owner := w.idx.byURN[u]
+		return owner != nil && w.comesLater(globalID(owner))
+	})
 }
 
 // later keeps an item for a phase after the items' own writes; the others

@@ -25,13 +25,36 @@ func carriedIDs(p *csd.Provider, want csd.OtherID) []string {
 	return out
 }
 
+// confirmed is what a write-back needs of a provider the run handled:
+// kept for every chunk of the run, where the items are let go.
+type confirmed struct {
+	key, entityID string
+	uuid          string // the contact confirmed as an active worker's in this run, if any
+	pulled        bool
+	carried       []string
+}
+
+func confirmedOf(items []*item) []confirmed {
+	var out []confirmed
+	for _, it := range items {
+		uuid := it.contactUUID
+		if it.Status == csd.StatusInactive || it.Left {
+			uuid = ""
+		}
+		if it.Key != "" && (uuid != "" || it.pulled) {
+			out = append(out, confirmed{key: it.Key, entityID: strings.TrimSpace(it.EntityID), uuid: uuid, pulled: it.pulled, carried: it.carried})
+		}
+	}
+	return out
+}
+
 // writeBack writes the contact UUID of every provider confirmed in this run
 // to the provider in OpenInfoMan, unless the pulled record carries it
 // already, and retries those an earlier run could not write. It goes one
 // provider at a time through the updating stored function, never by
 // rebuilding a document, and keeps what failed for the next run. The error
 // is the state's; OpenInfoMan's failures are in the report.
-func (s *Syncer) writeBack(ctx context.Context, settings Settings, items []*item, r *Report) error {
+func (s *Syncer) writeBack(ctx context.Context, settings Settings, done []confirmed, r *Report) error {
 	todo, err := s.opts.State.writeBacks()
 	if err != nil {
 		return err
@@ -39,24 +62,23 @@ func (s *Syncer) writeBack(ctx context.Context, settings Settings, items []*item
 	// An earlier attempt may have landed with its answer lost, and the
 	// function appends: those are read again first, unless pulled now.
 	unsure := maps.Clone(todo)
-	for _, it := range items {
-		uuid := it.contactUUID
-		if uuid == "" || it.Status == csd.StatusInactive || it.Left || slices.Contains(it.carried, strings.ToLower(uuid)) {
+	for _, c := range done {
+		if c.uuid == "" || slices.Contains(c.carried, strings.ToLower(c.uuid)) {
 			continue
 		}
-		todo[it.Key] = writeBack{EntityID: strings.TrimSpace(it.EntityID), UUID: uuid}
-		if !it.pulled {
+		todo[c.key] = writeBack{EntityID: c.entityID, UUID: c.uuid}
+		if !c.pulled {
 			// Left pending by an earlier run: what the provider carries was
 			// not read in this one.
-			unsure[it.Key] = todo[it.Key]
+			unsure[c.key] = todo[c.key]
 		}
 	}
-	for _, it := range items {
-		if it.pulled {
-			delete(unsure, it.Key)
-			if slices.Contains(it.carried, strings.ToLower(todo[it.Key].UUID)) {
-				delete(todo, it.Key)
-				if err := s.opts.State.setWriteBack(it.Key, nil); err != nil {
+	for _, c := range done {
+		if c.pulled {
+			delete(unsure, c.key)
+			if slices.Contains(c.carried, strings.ToLower(todo[c.key].UUID)) {
+				delete(todo, c.key)
+				if err := s.opts.State.setWriteBack(c.key, nil); err != nil {
 					return err
 				}
 			}

@@ -55,6 +55,7 @@ type config struct {
 	rate                 float64 // requests per second per rate scope, in the budget scenario
 	latency              time.Duration
 	concurrency          int
+	chunkSize            int
 	maxRuns              int
 	scenarios            []string
 	cpuProfile           string
@@ -77,6 +78,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.latency, "latency", 20*time.Millisecond, "delay added to every request of the service in the latency scenario")
 	fs.IntVar(&c.latencyN, "latency-n", 2000, "providers (all created) in the latency scenario")
 	fs.IntVar(&c.concurrency, "concurrency", 8, "writes to RapidPro in flight at once, in every scenario but the latency scenario's one-at-a-time baseline")
+	fs.IntVar(&c.chunkSize, "chunk-size", 0, "changed providers the service holds mapped at once (0: the service's default)")
 	fs.IntVar(&c.maxRuns, "max-runs", 5, "most runs the first sync may take to leave nothing pending")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run; those before a picked one that it needs run unmeasured")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenarios run to this file")
@@ -107,6 +109,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		if v.value < 1 {
 			problems = append(problems, fmt.Sprintf("-%s %d must be 1 or more", v.name, v.value))
 		}
+	}
+	if c.chunkSize < 0 {
+		problems = append(problems, fmt.Sprintf("-chunk-size %d must be 0 or more", c.chunkSize))
 	}
 	if c.rate <= 0 {
 		problems = append(problems, fmt.Sprintf("-rate %g must be above 0", c.rate))
@@ -169,9 +174,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if cfg.memProfile != "" {
 		heap = watchHeap(200 * time.Millisecond)
 	}
-	fmt.Fprintf(stdout, "# mhero-bench %s GOMAXPROCS=%d %s/%s %s n=%d seed=%d rate=%g latency=%s concurrency=%d budget-n=%d latency-n=%d\n",
+	fmt.Fprintf(stdout, "# mhero-bench %s GOMAXPROCS=%d %s/%s %s n=%d seed=%d rate=%g latency=%s concurrency=%d chunk-size=%d budget-n=%d latency-n=%d\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.RFC3339),
-		cfg.n, cfg.seed, cfg.rate, cfg.latency, cfg.concurrency, cfg.budgetN, cfg.latencyN)
+		cfg.n, cfg.seed, cfg.rate, cfg.latency, cfg.concurrency, cfg.chunkSize, cfg.budgetN, cfg.latencyN)
 	b := &bench{cfg: cfg, out: stdout, fakes: f, logger: logger}
 	defer b.closeMain()
 	for _, s := range allScenarios {

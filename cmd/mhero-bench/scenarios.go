@@ -102,6 +102,7 @@ func (b *bench) newService(o serviceOptions) (*service, error) {
 		LookupThreshold:       100,
 		WatermarkMargin:       watermarkMargin,
 		WriteConcurrency:      o.concurrency,
+		ChunkSize:             b.cfg.chunkSize,
 		Now:                   b.clock.Now,
 	})
 	if err != nil {
