@@ -70,7 +70,9 @@ func (w *writer) handle(ctx context.Context, it *item) error {
 	} else {
 		w.process(ctx, it)
 	}
-	w.report.meter.processed.Add(1)
+	if !it.retried {
+		w.report.meter.processed.Add(1) // a conflict carried from an earlier chunk was counted there
+	}
 	if !it.queued {
 		it.release()
 	}

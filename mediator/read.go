@@ -39,6 +39,9 @@ type index struct {
 	// contacts not held.
 	managed, unheld int
 	settledFirst    map[uint64][16]byte
+	// groupRead is set once the group (or the whole workspace) was read:
+	// a later chunk of the run does not read it again.
+	groupRead bool
 }
 
 func newIndex() *index {
@@ -76,11 +79,15 @@ func (ix *index) add(c *rapidpro.Contact) {
 	}
 }
 
-// forget lets go of the contacts of a chunk's providers, once written: a
-// later chunk has other providers, and a phone one of them wants is found
-// again by the create or update that meets it.
+// forget lets go of the contacts of a chunk's providers, once written,
+// but those of conflicts carried to a later chunk: a later chunk has other
+// providers, and a phone one of them wants is found again by its lookup or
+// by the write that meets it.
 func (ix *index) forget(items []*item) {
 	for _, it := range items {
+		if it.waiting {
+			continue
+		}
 		for _, uuid := range []string{it.rec.UUID, it.uuid, it.contactUUID} {
 			if c := ix.byUUID[uuid]; c != nil && uuid != "" {
 				ix.remove(c)
@@ -177,6 +184,7 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{}, collectAll); err != nil {
 			return fmt.Errorf("workspace: %w", err)
 		}
+		idx.groupRead = true
 		return nil
 	}
 	// A retiring worker's contact is read too: its status decides whether
@@ -193,10 +201,11 @@ func (s *Syncer) read(ctx context.Context, rp *rapidpro.Client, boot bootstrap, 
 	// fewer than one lookup per contact.
 	// A dry run before the group exists has no group to read.
 	readGroup := mode.group || (mode.crashed && unlinked) || (len(linked) > s.opts.LookupThreshold && (boot.GroupCount+249)/250 < len(linked))
-	if readGroup && boot.GroupUUID != "" {
+	if readGroup && boot.GroupUUID != "" && !idx.groupRead {
 		if err := rp.Contacts(ctx, rapidpro.ContactQuery{Group: boot.GroupUUID}, collectAll); err != nil {
 			return fmt.Errorf("group %q: %w", boot.GroupName, err)
 		}
+		idx.groupRead = true
 	}
 	for _, it := range linked {
 		if idx.byUUID[it.rec.UUID] != nil {

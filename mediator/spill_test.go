@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,12 +56,16 @@ func TestChunkedRunsEndAsOneRun(t *testing.T) {
 	}
 	steps := []chunkedStep{
 		{name: "first sync", workers: workers, before: func(e *env) {
-			// Found by the workspace scan: a contact with worker 6's
-			// globalid and another phone, and one entered by hand with
-			// worker 13's phone.
+			// Found by the workspace scan: contacts an earlier tool made for
+			// workers 1, 6 and 12, and one entered by hand with worker 13's
+			// phone. Worker 12's holds worker 1's phone, so worker 1 (first
+			// chunk) waits for worker 12 (a later chunk) to let it go.
 			e.workspace.AddField(FieldGlobalID, "text")
-			key := "urn:uuid:staff-06"
-			e.workspace.AddContact(rapidpro.Contact{Name: "Old tool", URNs: []string{"tel:+231886999006"}, Fields: map[string]*string{FieldGlobalID: &key}})
+			for _, c := range []struct{ key, phone string }{
+				{"urn:uuid:staff-01", "tel:+231886999001"}, {"urn:uuid:staff-06", "tel:+231886999006"}, {"urn:uuid:staff-12", "tel:+231777300001"},
+			} {
+				e.workspace.AddContact(rapidpro.Contact{Name: "Old tool", URNs: []string{c.phone}, Fields: map[string]*string{FieldGlobalID: &c.key}})
+			}
 			e.workspace.AddContact(rapidpro.Contact{Name: "By hand", URNs: []string{"tel:+231777300013"}})
 		}},
 		{name: "phone handed on", workers: handed},
@@ -81,6 +86,9 @@ func TestChunkedRunsEndAsOneRun(t *testing.T) {
 				t.Fatalf("chunk size %d, %s: %v %v", chunkSize, step.name, err, r.Err)
 			}
 			out.counts = append(out.counts, reportCounts(r))
+			if done, of := r.meter.processed.Load(), r.meter.toWrite.Load(); done != of {
+				t.Errorf("chunk size %d, %s: the progress meter ended at %d of %d", chunkSize, step.name, done, of)
+			}
 		}
 		out.contacts = map[string]string{}
 		seen := map[string]bool{}
@@ -110,7 +118,7 @@ func TestChunkedRunsEndAsOneRun(t *testing.T) {
 	}
 	// The scenario reaches what it is about.
 	first, handedOn, reconciled := whole.counts[0], whole.counts[1], whole.counts[2]
-	if first["failed_duplicate_globalid"] != 2 || first["updated"] != 2 || handedOn["updated"] != 8 || handedOn["failed"] != 0 || reconciled["group_removed"] != 1 {
+	if first["failed_duplicate_globalid"] != 2 || first["updated"] != 4 || handedOn["updated"] != 8 || handedOn["failed"] != 0 || reconciled["group_removed"] != 1 {
 		t.Errorf("the scenario missed its cases: first %v, handed on %v, reconciled %v", first, handedOn, reconciled)
 	}
 }
@@ -200,6 +208,9 @@ func TestStoppedChunkedRunLeavesTheRestPending(t *testing.T) {
 	e.workspace.Inject(rapidprotest.Fault{Method: http.MethodPost, Path: "/api/v2/contacts.json", Skip: 5, Status: http.StatusTooManyRequests, RetryAfter: time.Hour})
 	tx := e.trigger()
 	wantProps(t, tx, map[string]string{"created": "5", "deferred": "7", "pending": "7", "mapped": "12"})
+	if open := openSpillFiles(t); open > 0 {
+		t.Errorf("%d spill files still open after the run", open)
+	}
 	if wm, _ := e.state.Watermark(); wm.IsZero() {
 		t.Fatal("the watermark did not move, though every provider is created or pending")
 	}
@@ -209,6 +220,22 @@ func TestStoppedChunkedRunLeavesTheRestPending(t *testing.T) {
 	if len(got) != 12 || len(e.workspace.Contacts()) != 12 {
 		t.Fatalf("%d contacts for %d globalids, want 12 each", len(e.workspace.Contacts()), len(got))
 	}
+}
+
+// openSpillFiles counts this process's open spill files.
+func openSpillFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd here:", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.Contains(target, "mhero-spill-") {
+			n++
+		}
+	}
+	return n
 }
 
 // The intake holds up to its bound, spills active providers beyond it but
@@ -223,7 +250,7 @@ func TestIntakeSpillsBeyondItsBound(t *testing.T) {
 	in.state, in.mapper, in.context, in.pending = state, Mapper{Country: "LR"}, "ctx", map[string]bool{}
 	in.settled = newSettledSet(InactiveRemoveFromGroup)
 	in.spillDir, in.maxHeld = t.TempDir(), 2
-	defer in.spill.close()
+	t.Cleanup(func() { in.spill.close() })
 	provider := func(id, status, name string) *csd.Provider {
 		return &csd.Provider{EntityID: id, Names: []csd.Name{{CommonNames: []string{name}}}, Record: csd.Record{Status: status},
 			ContactPoints: []csd.ContactPoint{{Code: csd.ContactPhone, Value: "0777 100 001"}}}

@@ -306,7 +306,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		r.abort("state", err)
 		return r
 	}
-	defer in.spill.close()
+	defer func() { in.spill.close() }() // made by the pull, if it spills
 	pulled, err := s.pull(ctx, settings, in, r)
 	if err != nil {
 		phase := "OpenInfoMan provider-search"
@@ -397,7 +397,7 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		}
 	}
 	before, readBefore := rp.Sent(), reads.Requests
-	r.meter.toWrite.Store(int64(len(items) + in.spill.len()))
+	r.meter.toWrite.Store(int64(len(items) + in.spill.len() - len(in.reload))) // read back: among the items
 	if in.spill != nil {
 		w.comesLater = in.comesLater
 	}
@@ -412,7 +412,11 @@ func (s *Syncer) run(ctx context.Context, o RunOptions) *Report {
 		// later chunk's write that meets one finds it again by its phone).
 		idx.forget(items)
 		items = nil
-		err = s.writeSpilled(ctx, rp, boot, in, w, reads, full, settings.WriteBack.Enabled, &confirmed)
+		var chunks int
+		chunks, err = s.writeSpilled(ctx, rp, boot, in, w, reads, readMode{crashed: !marks.writing.IsZero(), settled: in.settled}, full, settings.WriteBack.Enabled, &confirmed)
+		if chunks > 0 {
+			reads.Summary += fmt.Sprintf("; then %d more chunks of providers, each read as it was written", chunks)
+		}
 	}
 	writes.Requests = int(rp.Sent()-before) - (reads.Requests - readBefore)
 	if w.bootstrapStale && !o.DryRun {
@@ -616,28 +620,36 @@ func withReloaded(pulled, back []*item) []*item {
 		delete(byKey, it.Key)
 		out = append(out, it)
 	}
+	for _, it := range back { // none: each was pulled again after it was spilled
+		if byKey[it.Key] != nil {
+			out = append(out, it)
+		}
+	}
 	return out
 }
 
 // writeSpilled decides, reads and writes the spilled providers chunk by
-// chunk after the first chunk, with the run's index and writer. Once the
-// writer has stopped, each chunk is read back only to be left pending.
-func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot bootstrap, in *intake, w *writer, reads *Phase, full, writeBack bool, confirmed *[]confirmed) error {
-	for {
+// chunk after the first chunk, with the run's index and writer, and tells
+// how many chunks there were. Once the writer has stopped, each chunk is
+// read back only to be left pending. A read that fails stops the writes,
+// as a failed write would: the earlier chunks' outcomes are recorded, and
+// the rest is left pending.
+func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot bootstrap, in *intake, w *writer, reads *Phase, mode readMode, full, writeBack bool, confirmed *[]confirmed) (int, error) {
+	for n := 0; ; n++ {
 		chunk, err := in.nextChunk()
 		if err != nil || len(chunk)+len(w.carried) == 0 {
-			return err
+			return n, err
 		}
 		items, err := s.plan(chunk, nil, in, w.policy, full, false, w.report)
 		if err != nil {
-			return err
+			return n, err
 		}
 		// A conflict carried from an earlier chunk goes last in the chunk
 		// that writes the contact holding its phone, after that write.
 		carried := w.carried
 		w.carried = nil
 		for _, it := range carried {
-			if w.waitsForLater(it) {
+			if it.waiting = w.waitsForLater(it); it.waiting {
 				w.carried = append(w.carried, it)
 			} else {
 				items = append(items, it)
@@ -645,18 +657,18 @@ func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot boo
 		}
 		if work := needsRapidPro(items); len(work) > 0 && w.stopped == nil && ctx.Err() == nil {
 			before := rp.Sent()
-			err := s.read(ctx, rp, boot, w.idx, work, readMode{settled: in.settled})
+			err := s.read(ctx, rp, boot, w.idx, work, mode)
 			reads.Requests += int(rp.Sent() - before)
 			if err != nil {
 				w.stop(err)
 			}
 			if items, err = s.unsettle(items, w.idx, in.settled); err != nil {
-				return err
+				return n, err
 			}
 		}
 		w.claimed = nil // contacts claimed by earlier chunks are settled
 		if err := w.run(ctx, items); err != nil {
-			return err
+			return n, err
 		}
 		w.report.planLines(items)
 		if writeBack {

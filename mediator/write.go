@@ -117,6 +117,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 			continue
 		}
 		if w.waitsForLater(it) {
+			it.waiting = true
 			w.carried = append(w.carried, it)
 			continue
 		}
