@@ -241,14 +241,7 @@ func openSpillFiles(t *testing.T) int {
 // The intake holds up to its bound, spills active providers beyond it but
 // never a retirement, and holds a key pulled again beside its spilled copy.
 func TestIntakeSpillsBeyondItsBound(t *testing.T) {
-	state, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer state.Close()
-	in := newIntake()
-	in.state, in.mapper, in.context, in.pending = state, Mapper{Country: "LR"}, "ctx", map[string]bool{}
-	in.settled = newSettledSet(InactiveRemoveFromGroup)
+	in := testIntake(t)
 	in.spillDir, in.maxHeld = t.TempDir(), 2
 	t.Cleanup(func() { in.spill.close() })
 	provider := func(id, status, name string) *csd.Provider {

@@ -637,7 +637,7 @@ func withReloaded(pulled, back []*item) []*item {
 func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot bootstrap, in *intake, w *writer, reads *Phase, mode readMode, full, writeBack bool, confirmed *[]confirmed) (int, error) {
 	for n := 0; ; n++ {
 		chunk, err := in.nextChunk()
-		if err != nil || len(chunk)+len(w.carried) == 0 {
+		if err != nil || len(chunk)+len(w.carriedOver) == 0 {
 			return n, err
 		}
 		items, err := s.plan(chunk, nil, in, w.policy, full, false, w.report)
@@ -646,11 +646,11 @@ func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot boo
 		}
 		// A conflict carried from an earlier chunk goes last in the chunk
 		// that writes the contact holding its phone, after that write.
-		carried := w.carried
-		w.carried = nil
+		carried := w.carriedOver
+		w.carriedOver = nil
 		for _, it := range carried {
 			if it.waiting = w.waitsForLater(it); it.waiting {
-				w.carried = append(w.carried, it)
+				w.carriedOver = append(w.carriedOver, it)
 			} else {
 				items = append(items, it)
 			}

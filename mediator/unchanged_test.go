@@ -114,22 +114,31 @@ func TestUnreadableRecordFailsTheRunOnTheState(t *testing.T) {
 	}
 }
 
-// A provider pulled twice in one run (OpenInfoMan's pages overlapping) is
-// counted once: as settled while every copy is unchanged, as an item once a
-// copy needs mapping.
-func TestProviderPulledTwiceIsCountedOnce(t *testing.T) {
+// testIntake is a sync run's intake over a new state, mapping Liberian
+// numbers under the inactive policy remove-from-group.
+func testIntake(t *testing.T) *intake {
+	t.Helper()
 	state, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer state.Close()
+	t.Cleanup(func() { state.Close() })
+	in := newIntake()
+	in.state, in.mapper, in.context, in.pending = state, Mapper{Country: "LR"}, "ctx", map[string]bool{}
+	in.settled = newSettledSet(InactiveRemoveFromGroup)
+	return in
+}
+
+// A provider pulled twice in one run (OpenInfoMan's pages overlapping) is
+// counted once: as settled while every copy is unchanged, as an item once a
+// copy needs mapping.
+func TestProviderPulledTwiceIsCountedOnce(t *testing.T) {
+	in := testIntake(t)
+	state := in.state
 	p := &csd.Provider{EntityID: "urn:uuid:A", Names: []csd.Name{{CommonNames: []string{"Ama"}}}, Record: csd.Record{Status: "Active"},
 		ContactPoints: []csd.ContactPoint{{Code: csd.ContactPhone, Value: "0777 100 001"}}}
 	changed := *p
 	changed.Names = []csd.Name{{CommonNames: []string{"Ama K."}}}
-	in := newIntake()
-	in.state, in.mapper, in.context, in.pending = state, Mapper{Country: "LR"}, "ctx", map[string]bool{}
-	in.settled = newSettledSet(InactiveRemoveFromGroup)
 	rec, _ := json.Marshal(Record{EntityID: p.EntityID, UUID: "u", Digest: "d", Raw: rawDigest(in.context, p)})
 	if err := state.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketProviders).Put([]byte(p.Key()), rec) }); err != nil {
 		t.Fatal(err)

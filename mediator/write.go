@@ -78,9 +78,9 @@ type writer struct {
 	toUnblock, toAdd, toRemove, toBlock []*item
 	retry                               []*item // conflicts that later writes may resolve
 	// comesLater tells a provider key a later chunk of the run writes; a
-	// conflict over its phone is carried to that chunk (carried).
-	comesLater func(key string) bool
-	carried    []*item
+	// conflict over its phone is carried over to that chunk.
+	comesLater  func(key string) bool
+	carriedOver []*item
 
 	claimed map[string]string // contact UUID → the key whose write took it in this run
 	// rejected are the keys whose reject stands, in the state or from this
@@ -118,7 +118,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 		}
 		if w.waitsForLater(it) {
 			it.waiting = true
-			w.carried = append(w.carried, it)
+			w.carriedOver = append(w.carriedOver, it)
 			continue
 		}
 		w.sync(ctx, it)
