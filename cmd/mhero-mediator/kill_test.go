@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os/exec"
@@ -135,19 +136,30 @@ func TestFaultKillAndRestart(t *testing.T) {
 			case err := <-done:
 				t.Fatalf("first sync ended (%v) before the kill point, after %d creates:\n%s", err, creates.Load(), out.String())
 			}
+			// Writes in flight beside the one that triggered the kill may
+			// reach the server, and commit, after it.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := srv.WaitIdle(ctx); err != nil {
+				t.Fatal(err)
+			}
 			killedAt := len(contactsOf(srv))
 			if tc.inFlight {
-				// The last request is the held create, dropped by the kill
-				// (status 0), and its contact exists.
-				reqs := srv.Requests()
-				last := reqs[len(reqs)-1]
-				if !isCreate(last) {
-					t.Fatalf("killed during %s %s, want the held create", last.Method, last.Path)
+				// The held create is the one request the kill left without
+				// an answer (status 0), and its contact exists.
+				var unanswered []rapidprotest.Request
+				for _, q := range srv.Requests() {
+					if q.Status == 0 {
+						unanswered = append(unanswered, q)
+					}
+				}
+				if len(unanswered) != 1 || !isCreate(unanswered[0]) {
+					t.Fatalf("the kill left %d requests unanswered, want only the held create: %+v", len(unanswered), unanswered)
 				}
 				var body struct {
 					Fields map[string]string `json:"fields"`
 				}
-				if err := json.Unmarshal([]byte(last.Body), &body); err != nil {
+				if err := json.Unmarshal([]byte(unanswered[0].Body), &body); err != nil {
 					t.Fatal(err)
 				}
 				if _, ok := contactsOf(srv)[body.Fields["globalid"]]; !ok {

@@ -1,9 +1,15 @@
 package rapidprotest_test
 
 import (
+	"bufio"
+	"context"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openhie/mhero-mediator/rapidpro/rapidprotest"
 )
@@ -66,5 +72,56 @@ func TestCommittedHook(t *testing.T) {
 	}
 	if n := <-contactsAtHook; n != 1 {
 		t.Fatalf("%d contacts when the hook ran, want the committed one", n)
+	}
+}
+
+// WaitIdle returns once a dead client's last request, cut off mid-body, has
+// been recorded and answered, and not while a connection is open.
+func TestWaitIdle(t *testing.T) {
+	e := newEnv(t, rapidprotest.Options{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const create = `{"name":"Musu","urns":["tel:0777123456"]}`
+	head := "POST " + contacts + " HTTP/1.1\r\nHost: rapidpro\r\nAuthorization: Token " + e.srv.Token() +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(create)) + "\r\n\r\n"
+
+	// One whole request, answered: the connection stays open.
+	if _, err := io.WriteString(conn, head+create); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create answered %d", resp.StatusCode)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.srv.WaitIdle(cancelled); err == nil {
+		t.Fatal("idle while a connection is open")
+	}
+
+	// A second request dies after half its body.
+	if _, err := io.WriteString(conn, head+create[:len(create)/2]); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.srv.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reqs := e.srv.Requests()
+	if len(reqs) != 2 || reqs[1].Status != http.StatusBadRequest {
+		t.Fatalf("requests %+v, want the cut one recorded and refused", reqs)
+	}
+	if n := len(e.srv.Contacts()); n != 1 {
+		t.Fatalf("%d contacts, want 1", n)
 	}
 }

@@ -10,6 +10,7 @@ package rapidprotest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -114,6 +115,13 @@ type Server struct {
 	requests      []Request
 	faults        []*faultState
 	hits          map[string][]time.Time // rate-limit scope → times of counted requests
+
+	// Open connections and requests being handled, for WaitIdle; changed
+	// is closed and replaced whenever either count moves.
+	connMu   sync.Mutex
+	conns    int
+	handling int
+	changed  chan struct{}
 }
 
 type faultState struct {
@@ -148,13 +156,16 @@ func New(opts Options) *Server {
 		byUUID:        map[string]*contact{},
 		byURN:         map[string]*contact{},
 		hits:          map[string][]time.Time{},
+		changed:       make(chan struct{}),
 	}
+	config := &http.Server{Handler: http.HandlerFunc(s.serve), ConnState: s.trackConn}
 	if opts.Listener != nil {
-		s.srv = &httptest.Server{Listener: opts.Listener, Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
-		s.srv.Start()
-		return s
+		s.srv = &httptest.Server{Listener: opts.Listener, Config: config}
+	} else {
+		s.srv = httptest.NewUnstartedServer(config.Handler)
+		s.srv.Config = config
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.srv.Start()
 	return s
 }
 
@@ -191,9 +202,49 @@ func (s *Server) Inject(f Fault) {
 	s.faults = append(s.faults, &faultState{Fault: f})
 }
 
+// WaitIdle waits until no connection is open and no request is being
+// handled. Once a client has died, every request it sent, including one
+// whose body was still arriving, has then been recorded and answered.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	for {
+		s.connMu.Lock()
+		idle, changed := s.conns == 0 && s.handling == 0, s.changed
+		s.connMu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("rapidprotest: not idle: %w", ctx.Err())
+		}
+	}
+}
+
+func (s *Server) trackConn(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		s.countConns(1, 0)
+	case http.StateClosed, http.StateHijacked:
+		s.countConns(-1, 0)
+	}
+}
+
+func (s *Server) countConns(conns, handling int) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.conns += conns
+	s.handling += handling
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
 const maxRequestBody = 1 << 20
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// A hijacked connection counts as closed while its handler still runs.
+	s.countConns(0, 1)
+	defer s.countConns(0, -1)
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 
 	s.mu.Lock()
