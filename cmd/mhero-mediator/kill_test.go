@@ -139,8 +139,9 @@ func TestFaultKillAndRestart(t *testing.T) {
 			// Writes in flight beside the one that triggered the kill may
 			// reach the server, and commit, after it.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := srv.WaitIdle(ctx); err != nil {
+			err = srv.WaitIdle(ctx)
+			cancel()
+			if err != nil {
 				t.Fatal(err)
 			}
 			killedAt := len(contactsOf(srv))

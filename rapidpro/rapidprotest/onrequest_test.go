@@ -3,6 +3,7 @@ package rapidprotest_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -75,8 +76,8 @@ func TestCommittedHook(t *testing.T) {
 	}
 }
 
-// WaitIdle returns once a dead client's last request, cut off mid-body, has
-// been recorded and answered, and not while a connection is open.
+// WaitIdle returns once a dead client's last request, cut off before its
+// body, has been recorded and refused, and not while a connection is open.
 func TestWaitIdle(t *testing.T) {
 	e := newEnv(t, rapidprotest.Options{})
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL(), "http://"))
@@ -101,27 +102,69 @@ func TestWaitIdle(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create answered %d", resp.StatusCode)
 	}
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := e.srv.WaitIdle(cancelled); err == nil {
-		t.Fatal("idle while a connection is open")
-	}
+	wantBusy(t, e.srv)
 
-	// A second request dies after half its body.
-	if _, err := io.WriteString(conn, head+create[:len(create)/2]); err != nil {
+	// A second request dies before its body: it must not create a contact
+	// from nothing.
+	if _, err := io.WriteString(conn, head); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.srv.WaitIdle(ctx); err != nil {
-		t.Fatal(err)
-	}
+	wantIdle(t, e.srv)
 	reqs := e.srv.Requests()
 	if len(reqs) != 2 || reqs[1].Status != http.StatusBadRequest {
 		t.Fatalf("requests %+v, want the cut one recorded and refused", reqs)
 	}
 	if n := len(e.srv.Contacts()); n != 1 {
 		t.Fatalf("%d contacts, want 1", n)
+	}
+}
+
+// WaitIdle also waits for a handler still running after its connection was
+// hijacked and closed: a dropped request whose hook has not returned.
+func TestWaitIdleWaitsForHandlers(t *testing.T) {
+	hooked, release := make(chan struct{}), make(chan struct{})
+	e := newEnv(t, rapidprotest.Options{OnRequest: func(r rapidprotest.Request) {
+		if r.Status == 0 {
+			close(hooked)
+			<-release
+		}
+	}})
+	e.srv.Inject(rapidprotest.Fault{Drop: true})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET "+contacts+" HTTP/1.1\r\nHost: rapidpro\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := conn.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d bytes (%v), want the connection dropped", n, err)
+	}
+	<-hooked
+	wantBusy(t, e.srv)
+	close(release)
+	wantIdle(t, e.srv)
+}
+
+// wantBusy checks that WaitIdle does not return within a short wait: long
+// enough for its probe connection to be accepted, so that only what the
+// test holds open keeps it waiting.
+func wantBusy(t *testing.T, srv *rapidprotest.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := srv.WaitIdle(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitIdle = %v, want it still waiting", err)
+	}
+}
+
+func wantIdle(t *testing.T, srv *rapidprotest.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := srv.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

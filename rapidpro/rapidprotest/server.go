@@ -64,7 +64,7 @@ type Request struct {
 	Query  url.Values
 	Header http.Header
 	Body   string
-	Status int // as answered; 0 when the connection was dropped
+	Status int // as answered; 0 when the connection was dropped, and while being handled
 }
 
 // Fault makes the server misbehave on matching requests.
@@ -117,9 +117,10 @@ type Server struct {
 	hits          map[string][]time.Time // rate-limit scope → times of counted requests
 
 	// Open connections and requests being handled, for WaitIdle; changed
-	// is closed and replaced whenever either count moves.
+	// is closed and replaced whenever either moves. A lock of their own:
+	// the accept loop must not wait for s.mu, which a listing holds long.
 	connMu   sync.Mutex
-	conns    int
+	open     map[net.Conn]struct{}
 	handling int
 	changed  chan struct{}
 }
@@ -156,15 +157,15 @@ func New(opts Options) *Server {
 		byUUID:        map[string]*contact{},
 		byURN:         map[string]*contact{},
 		hits:          map[string][]time.Time{},
+		open:          map[net.Conn]struct{}{},
 		changed:       make(chan struct{}),
 	}
-	config := &http.Server{Handler: http.HandlerFunc(s.serve), ConnState: s.trackConn}
 	if opts.Listener != nil {
-		s.srv = &httptest.Server{Listener: opts.Listener, Config: config}
+		s.srv = &httptest.Server{Listener: opts.Listener, Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
 	} else {
-		s.srv = httptest.NewUnstartedServer(config.Handler)
-		s.srv.Config = config
+		s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	}
+	s.srv.Config.ConnState = s.trackConn
 	s.srv.Start()
 	return s
 }
@@ -203,12 +204,31 @@ func (s *Server) Inject(f Fault) {
 }
 
 // WaitIdle waits until no connection is open and no request is being
-// handled. Once a client has died, every request it sent, including one
-// whose body was still arriving, has then been recorded and answered.
+// handled. Once a client has died, every request the server received from
+// it has then been recorded and finished: answered, or dropped with Status
+// 0. A live client's idle keep-alive connection keeps it waiting until ctx
+// ends.
 func (s *Server) WaitIdle(ctx context.Context) error {
+	// A connection still in the listener's queue is not counted yet. The
+	// queue is first in, first out, so once a connection dialled now has
+	// been accepted, every one before it has too.
+	probe, err := s.dialProbe()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if probe != nil {
+			probe.Close()
+		}
+	}()
 	for {
 		s.connMu.Lock()
-		idle, changed := s.conns == 0 && s.handling == 0, s.changed
+		if probe != nil && s.accepted(probe) {
+			probe.Close() // the server sees EOF and closes its end
+			probe = nil
+		}
+		idle := probe == nil && len(s.open) == 0 && s.handling == 0
+		conns, handling, changed := len(s.open), s.handling, s.changed
 		s.connMu.Unlock()
 		if idle {
 			return nil
@@ -216,25 +236,56 @@ func (s *Server) WaitIdle(ctx context.Context) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("rapidprotest: not idle: %w", ctx.Err())
+			return fmt.Errorf("rapidprotest: not idle (%d connections open, %d requests being handled): %w", conns, handling, ctx.Err())
 		}
 	}
 }
 
-func (s *Server) trackConn(_ net.Conn, state http.ConnState) {
+// dialProbe connects to the server's own TCP listener. It returns nil once
+// the server is closed, and on another kind of listener, whose two ends
+// cannot be matched by address.
+func (s *Server) dialProbe() (net.Conn, error) {
+	select {
+	case <-s.closed:
+		return nil, nil
+	default:
+	}
+	addr := s.srv.Listener.Addr()
+	if addr.Network() != "tcp" {
+		return nil, nil
+	}
+	probe, err := net.Dial(addr.Network(), addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("rapidprotest: probe connection: %w", err)
+	}
+	return probe, nil
+}
+
+// accepted reports whether the server has taken probe's connection.
+// Callers hold s.connMu.
+func (s *Server) accepted(probe net.Conn) bool {
+	for c := range s.open {
+		if c.RemoteAddr().String() == probe.LocalAddr().String() {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) trackConn(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
-		s.countConns(1, 0)
+		s.track(func() { s.open[c] = struct{}{} })
 	case http.StateClosed, http.StateHijacked:
-		s.countConns(-1, 0)
+		s.track(func() { delete(s.open, c) })
 	}
 }
 
-func (s *Server) countConns(conns, handling int) {
+// track applies change under s.connMu and wakes WaitIdle.
+func (s *Server) track(change func()) {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
-	s.conns += conns
-	s.handling += handling
+	change()
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -243,16 +294,19 @@ const maxRequestBody = 1 << 20
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	// A hijacked connection counts as closed while its handler still runs.
-	s.countConns(0, 1)
-	defer s.countConns(0, -1)
-	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+	s.track(func() { s.handling++ })
+	defer s.track(func() { s.handling-- })
+	body, bodyErr := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
 
 	s.mu.Lock()
 	idx := len(s.requests)
 	s.requests = append(s.requests, Request{
 		Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone(), Body: string(body),
 	})
-	f := s.dueFault(r.Method, r.URL.Path)
+	var f Fault
+	if bodyErr == nil {
+		f = s.dueFault(r.Method, r.URL.Path)
+	}
 	s.mu.Unlock()
 	if s.opts.OnRequest != nil {
 		// Deferred, so that it runs on every way out, a dropped
@@ -265,6 +319,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 
+	// A body cut short (the client died sending it) never reaches the
+	// application: the proxy in front refuses it.
+	if bodyErr != nil {
+		writeDetail(w, http.StatusBadRequest, "request body cut short")
+		s.setStatus(idx, http.StatusBadRequest)
+		return
+	}
 	// A delay holds the answer back: before handling, or with AfterCommit
 	// after the write (the "committed, but the client timed out" case).
 	if f.Delay > 0 && !f.AfterCommit && !s.sleep(r, f.Delay) {
