@@ -46,7 +46,7 @@ type item struct {
 	queued        bool     // kept for a phase after the items' own writes
 	pulled        bool     // pulled in this run (not only left pending by an earlier one)
 	carried       []string // contact UUIDs the provider already carries as write-back otherIDs
-	waiting       bool     // a conflict carried to a later chunk (see writer.comesLater)
+	waiting       bool     // a conflict carried to a later chunk (see writer.carryOver)
 	contactUUID   string   // the contact confirmed as desired in this run
 
 	setBlocked, clearBlocked bool // this run blocked the contact, or unblocked it

@@ -649,9 +649,7 @@ func (s *Syncer) writeSpilled(ctx context.Context, rp *rapidpro.Client, boot boo
 		carried := w.carriedOver
 		w.carriedOver = nil
 		for _, it := range carried {
-			if it.waiting = w.waitsForLater(it); it.waiting {
-				w.carriedOver = append(w.carriedOver, it)
-			} else {
+			if !w.carryOver(it) {
 				items = append(items, it)
 			}
 		}

@@ -116,9 +116,7 @@ func (w *writer) run(ctx context.Context, items []*item) error {
 			w.deferItem(it, w.knownUUID(it))
 			continue
 		}
-		if w.waitsForLater(it) {
-			it.waiting = true
-			w.carriedOver = append(w.carriedOver, it)
+		if w.carryOver(it) {
 			continue
 		}
 		w.sync(ctx, it)
@@ -609,13 +607,18 @@ func (w *writer) groupAction(ctx context.Context, action string, items []*item, 
 	}
 }
 
-// waitsForLater tells a provider one of whose phones a contact holds that
-// a later chunk of the run writes: that write may let the phone go.
-func (w *writer) waitsForLater(it *item) bool {
-	return w.comesLater != nil && slices.ContainsFunc(it.Contact.URNs, func(u string) bool {
+// carryOver keeps a conflict for a later chunk of the run when a contact
+// that chunk writes holds one of its phones (that write may let the phone
+// go), and tells whether it did.
+func (w *writer) carryOver(it *item) bool {
+	it.waiting = w.comesLater != nil && slices.ContainsFunc(it.Contact.URNs, func(u string) bool {
 		owner := w.idx.byURN[u]
 		return owner != nil && w.comesLater(globalID(owner))
 	})
+	if it.waiting {
+		w.carriedOver = append(w.carriedOver, it)
+	}
+	return it.waiting
 }
 
 // later keeps an item for a phase after the items' own writes; the others

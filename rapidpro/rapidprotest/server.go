@@ -207,7 +207,8 @@ func (s *Server) Inject(f Fault) {
 // handled. Once a client has died, every request the server received from
 // it has then been recorded and finished: answered, or dropped with Status
 // 0. A live client's idle keep-alive connection keeps it waiting until ctx
-// ends.
+// ends, and so does a Close running at the same time (the closing listener
+// may never accept its probe).
 func (s *Server) WaitIdle(ctx context.Context) error {
 	// A connection still in the listener's queue is not counted yet. The
 	// queue is first in, first out, so once a connection dialled now has
